@@ -1,0 +1,1 @@
+"""Input pipeline: sources, decoding, protocols, transforms and the Grain pipeline."""

@@ -1,0 +1,63 @@
+"""The contract between data sources and the Grain pipeline.
+
+A dataset is a list of `Record`s (from a protocol / split parser or an annotation file)
+and a `ClipReader` that decodes the frames of one record that a sampler chooses. Every
+source (video files, frame folders, MSRAction3D .bin, TFDS, packed ArrayRecord) ends in
+this form, so transforms and the pipeline never know where frames came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Protocol
+
+import numpy as np
+
+
+class DecodeError(Exception):
+  """A clip could not be read (unreadable, empty, truncated or undecodable file).
+
+  The pipeline catches it, replaces the element, logs the file once and counts it.
+  """
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One video of a dataset.
+
+  Attributes:
+    path: where the video is: a file or folder path (absolute, the config's root
+      already joined), or a key for TFDS / packed sources.
+    label: the class index in ``[0, num_classes)``.
+    num_frames: the frame count when an annotation gives it; None to probe it.
+    video_id: a stable name for reports and multi-view averaging (defaults to path).
+  """
+  path: str
+  label: int
+  num_frames: int | None = None
+  video_id: str = ""
+
+  @property
+  def name(self) -> str:
+    return self.video_id or self.path
+
+
+# choose(num_frames) -> indices: int array of frame indices to decode, non-decreasing,
+# each in [0, num_frames) (e.g. functools.partial(time_layer.frame_indices, t_out=.., n=..)).
+Chooser = Callable[[int], np.ndarray]
+
+
+class ClipReader(Protocol):
+  """Decodes chosen frames of a record."""
+
+  def read(self, record: Record, choose: Chooser) -> np.ndarray:
+    """Returns the frames ``choose(T)`` of the record, T its true frame count.
+
+    Returns:
+      ``[len(indices), h, w, c]``: uint8 with c = 3 for RGB; for depth c = 1 and the
+      raw depth values (uint16 / int32 / float32), scaled later by the depth transform.
+
+    Raises:
+      DecodeError: the file is missing, unreadable, empty or undecodable.
+    """
+    ...

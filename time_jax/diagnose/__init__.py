@@ -1,0 +1,1 @@
+"""Diagnostics: weight similarity, attention and feature maps, reconstructions."""

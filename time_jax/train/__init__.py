@@ -1,0 +1,1 @@
+"""Training: state, optimizer, jitted steps, loop, checkpoints, sharding, metrics."""
