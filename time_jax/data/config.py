@@ -1,28 +1,51 @@
 """Config sections of the input side: ``config.dataset`` and ``config.input``.
 
 `time_jax.config.base_config` composes these with the model and training sections.
+`validate(config)` checks the data fields once at start and names the field at fault.
+The pipeline also reads ``config.time.{n, t_out, arrangement}`` and
+``config.image_size`` (H* = W*).
 """
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
+
+SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
+MODALITIES = ("rgb", "depth")
+MISSING_POLICIES = ("error", "drop")
 
 
 def dataset_defaults() -> ml_collections.ConfigDict:
   """``config.dataset``: where the data is and which protocol splits it."""
   return ml_collections.ConfigDict(dict(
-      # Protocol: 'annotations' (plain annotation files), 'ucf101', 'hmdb51',
-      # 'ntu60', 'ntu120', 'msr_action3d', 'action_pairs', 'uwa3d_activity',
-      # 'uwa3d_multiview', 'tfds'.
+      # Protocol (time_jax/data/protocols.py documents each file layout):
+      # 'annotations', 'ucf101', 'hmdb51', 'ntu60', 'ntu120', 'msr_action3d',
+      # 'action_pairs', 'uwa3d_activity', 'uwa3d_multiview', 'tfds'.
       name="annotations",
-      split="",            # protocol-specific, e.g. '1' (UCF101 split 1), 'xsub', 'xview'
+      # Protocol-specific: '1'..'3' (UCF101/HMDB51), 'xsub'/'xview' (NTU60),
+      # 'xsub'/'xset' (NTU120), '12-3' etc. (UWA3D multiview), 'xsub' or '' (MSR, pairs,
+      # UWA3D activity), '' (annotations).
+      split="",
       source="video",      # 'video' | 'frames' | 'msr_bin' | 'tfds' | 'packed'
-      root="",             # data root; annotation paths are relative to it
-      train_annotations="",
+      root="",             # data root; annotation / split paths are relative to it
+      split_dir="",        # UCF101 / HMDB51 official split files ('' = root)
+      train_annotations="",  # 'annotations': 'path label' or 'folder num_frames label'
       eval_annotations="",
+      classes_file="",     # optional class names, one a line ('name' or 'index name')
+      label_base=0,        # subtracted from annotation labels (1 for 1-based files)
+      file_list="",        # scanned protocols: relative paths a line, instead of a scan
       modality="rgb",      # 'rgb' | 'depth'
       num_classes=0,       # 0: take it from the protocol / annotations
       depth_max=0.0,       # depth scaled to [0, 255] by this maximum; 0 = per clip range
+      missing_files="error",  # listed files that do not exist: 'error' | 'drop' (logged)
+      max_bad_fraction=0.01,  # stop when more than this fraction of files fail to decode
+      tfds_name="",        # source 'tfds' / name 'tfds': the TFDS builder, e.g. 'ucf101'
+      tfds_data_dir="",    # TFDS data_dir ('' = TFDS default)
+      tfds_train_split="train",
+      tfds_eval_split="test",
+      packed_dir="",       # source 'packed': the folder `python -m time_jax.data.pack` wrote
   ))
 
 
@@ -30,7 +53,117 @@ def input_defaults() -> ml_collections.ConfigDict:
   """``config.input``: batching, workers and augmentation of the Grain pipeline."""
   return ml_collections.ConfigDict(dict(
       batch_size=8,         # global batch, over all processes
-      eval_batch_size=8,
+      eval_batch_size=8,    # global; eval batches are padded to it (see 'valid')
       num_workers=0,        # Grain worker processes per host (0: in-process)
+      worker_buffer_size=2,  # batches each worker prepares ahead
+      read_threads=4,       # threads per process reading batches (decode frees the GIL)
       shuffle_seed=0,
+      # Training augmentation, one draw per clip on the original frames.
+      temporal_jitter=True,  # random frame inside each segment (frame_indices rng)
+      crop_scale=(0.25, 1.0),  # random resized crop: area fraction range
+      crop_ratio=(3 / 4, 4 / 3),  # random resized crop: aspect ratio range (w / h)
+      flip=True,            # horizontal flip; off for direction-sensitive labels
+      rotation=0.0,         # max rotation in degrees, uniform in [-rotation, rotation]
+      # Evaluation: short side resized to cell / eval_crop_fraction, then crops.
+      eval_crop_fraction=0.875,
+      eval_clips=1,         # K temporal clips per video
+      eval_crops=1,         # 1 (centre) or 3 (both ends and centre of the long side)
+      max_retries=8,        # replacement records tried after a decode failure
   ))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the data fields of a full config; raises ValueError naming the field.
+
+  Checks names and values only, plus that the files and folders the chosen protocol
+  needs exist; it does not read annotation contents (`protocols.load` does).
+  """
+  # Imported here: protocols imports nothing from config, but keep config importable
+  # on its own by tools that only build configs.
+  from time_jax.data import protocols  # pylint: disable=g-import-not-at-top
+
+  d, i = config.dataset, config.input
+
+  def fail(field, msg):
+    raise ValueError(f"config.{field}: {msg}")
+
+  if d.source not in SOURCES:
+    fail("dataset.source", f"{d.source!r} is unknown; use one of {SOURCES}.")
+  if d.modality not in MODALITIES:
+    fail("dataset.modality", f"{d.modality!r} is unknown; use one of {MODALITIES}.")
+  if d.missing_files not in MISSING_POLICIES:
+    fail("dataset.missing_files", f"{d.missing_files!r}; use one of {MISSING_POLICIES}.")
+  if not 0.0 <= d.max_bad_fraction <= 1.0:
+    fail("dataset.max_bad_fraction", f"{d.max_bad_fraction} must be in [0, 1].")
+  if d.depth_max < 0:
+    fail("dataset.depth_max", f"{d.depth_max} must be >= 0 (0: per-clip range).")
+  if d.num_classes < 0:
+    fail("dataset.num_classes", f"{d.num_classes} must be >= 0 (0: from the data).")
+  if d.source == "packed":
+    if not d.packed_dir or not os.path.isdir(d.packed_dir):
+      fail("dataset.packed_dir", f"{d.packed_dir!r} is not a folder; write it with "
+           "`python -m time_jax.data.pack --config CONFIG --out DIR` and set it here.")
+  elif d.name == "tfds" or d.source == "tfds":
+    if not d.tfds_name:
+      fail("dataset.tfds_name", "is empty; name the TFDS builder (e.g. 'ucf101').")
+  else:
+    if d.name not in protocols.SPLITS:
+      fail("dataset.name", f"{d.name!r} is unknown; use one of "
+           f"{sorted(protocols.SPLITS)}.")
+    if str(d.split) not in protocols.SPLITS[d.name]:
+      fail("dataset.split", f"{d.split!r} is not a split of {d.name}; use one of "
+           f"{protocols.SPLITS[d.name]}.")
+    if d.name == "annotations":
+      for field in ("train_annotations", "eval_annotations"):
+        if not d[field] or not os.path.isfile(d[field]):
+          fail(f"dataset.{field}", f"{d[field]!r} is not a file; give the annotation "
+               "file ('relative/path label' lines).")
+      if d.root and not os.path.isdir(d.root):
+        fail("dataset.root", f"{d.root!r} is not a folder.")
+    elif not d.root or not os.path.isdir(d.root):
+      fail("dataset.root", f"{d.root!r} is not a folder; set it to the {d.name} data root.")
+    if d.name in ("ucf101", "hmdb51") and d.split_dir and not os.path.isdir(d.split_dir):
+      fail("dataset.split_dir", f"{d.split_dir!r} is not a folder.")
+    if d.file_list and not os.path.isfile(d.file_list):
+      fail("dataset.file_list", f"{d.file_list!r} is not a file.")
+    if d.classes_file and not os.path.isfile(d.classes_file):
+      fail("dataset.classes_file", f"{d.classes_file!r} is not a file.")
+
+  n, t_out = config.time.n, config.time.t_out
+  if n < 1:
+    fail("time.n", f"{n} must be >= 1.")
+  if t_out < 1:
+    fail("time.t_out", f"{t_out} must be >= 1.")
+  if config.image_size < n:
+    fail("image_size", f"{config.image_size} is smaller than time.n={n}; the cell "
+         "size image_size // n must be >= 1.")
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    processes = jax.process_count()
+  except Exception:  # pylint: disable=broad-except
+    processes = 1
+  for field in ("batch_size", "eval_batch_size"):
+    b = i[field]
+    if b < 1 or b % processes:
+      fail(f"input.{field}", f"{b} must be a positive multiple of the process count "
+           f"{processes} (it is the global batch).")
+  if i.num_workers < 0:
+    fail("input.num_workers", f"{i.num_workers} must be >= 0.")
+  lo, hi = i.crop_scale
+  if not 0 < lo <= hi <= 1:
+    fail("input.crop_scale", f"{tuple(i.crop_scale)} must satisfy 0 < lo <= hi <= 1.")
+  lo, hi = i.crop_ratio
+  if not 0 < lo <= hi:
+    fail("input.crop_ratio", f"{tuple(i.crop_ratio)} must satisfy 0 < lo <= hi.")
+  if not 0 <= i.rotation < 90:
+    fail("input.rotation", f"{i.rotation} degrees must be in [0, 90).")
+  if not 0 < i.eval_crop_fraction <= 1:
+    fail("input.eval_crop_fraction", f"{i.eval_crop_fraction} must be in (0, 1].")
+  if i.eval_clips < 1:
+    fail("input.eval_clips", f"{i.eval_clips} must be >= 1.")
+  if i.eval_crops not in (1, 3):
+    fail("input.eval_crops", f"{i.eval_crops}; use 1 (centre) or 3.")
+  if i.read_threads < 1:
+    fail("input.read_threads", f"{i.read_threads} must be >= 1.")
+  if i.max_retries < 1:
+    fail("input.max_retries", f"{i.max_retries} must be >= 1.")

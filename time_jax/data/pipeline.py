@@ -1,0 +1,360 @@
+"""The Grain input pipeline: records -> decoded, augmented uint8 batches for TIME.
+
+Entry point::
+
+    ds, info = pipeline.build(config, "train", seed=0)   # or "eval"
+    it = iter(ds)                  # a grain DatasetIterator
+    batch = next(it)               # dict of numpy arrays, this process's share
+    state = it.get_state()         # JSON-able dict; store it in the Orbax checkpoint
+    it.set_state(state)            # resume exactly where `state` was taken
+    info.monitor.metrics()         # {'input/bad_files': .., 'input/replaced': ..}
+
+``ds`` is a ``grain.IterDataset``; its iterators also work with
+``grain.checkpoint.CheckpointHandler`` (Orbax). Batches hold this process's share
+``B = global_batch // jax.process_count()`` (``input.batch_size`` or
+``input.eval_batch_size``), each process reading its own shard ``[i::count]`` of the
+records:
+
+* ``frames``: uint8 ``[B, t_out·n·n, H*/N, W*/N, 3]``, the frames
+  ``time_layer.frame_indices`` chose, in temporal order, each resized to the cell size
+  ``image_size // n`` (square); `time_layer.preprocess` arranges them on device.
+* ``label``: int32 ``[B]``, the class index.
+* ``index``: int32 ``[B]``, the record index in ``info.records`` (after a bad-file
+  replacement: the record the frames came from; -1 for eval padding).
+* eval only: ``view`` int32 ``[B]`` = ``clip · eval_crops + crop``, and ``valid``
+  bool ``[B]``: False for padding that fills the last batch and for videos that failed
+  to decode (reported by the monitor). Average logits over views with the same index.
+
+Training repeats epochs forever (reshuffled each epoch, seeded shuffle and per-element
+random maps via ``ds.seed``), so ``info.steps_per_epoch`` only sets the schedule;
+batches never carry a partial epoch tail because the stream is continuous. Evaluation
+covers every (record, view) once and then stops; iterate ``iter(ds)`` anew each time.
+The batches are the same for any ``input.num_workers`` and any thread count, because
+batching happens on the index-addressed MapDataset before Grain's workers split it.
+
+Bad input: a record whose reader raises `DecodeError` is replaced (training) by a
+record drawn with the element's generator, so the replacement is deterministic; in eval
+it becomes ``valid=False``. Each bad file is logged once with its path (its error on the
+worker) and counted by ``info.monitor``; when more than ``dataset.max_bad_fraction`` of
+the records have failed the iterator raises `TooManyBadFiles` naming the first ones.
+
+``info`` (`PipelineInfo`): ``num_classes``, ``class_names``, ``num_examples`` (records
+of the split, all processes), ``num_views``, ``steps_per_epoch`` (train:
+``num_examples // batch_size``; eval: batches per process to see every view once),
+``global_batch_size``, ``local_batch_size``, ``records``, ``monitor``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from typing import Any, Sequence
+
+from absl import flags
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from time_jax.data import protocols
+from time_jax.data import transforms
+from time_jax.data.base import ClipReader, DecodeError, Record
+
+_FAILED_KEY = "_failed"  # per-element record indices that failed; popped by the monitor
+_logged_here: set[str] = set()  # files whose error this process has logged
+
+
+class TooManyBadFiles(RuntimeError):
+  """More than ``dataset.max_bad_fraction`` of the files could not be decoded."""
+
+
+def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
+  """The `ClipReader` of ``config.dataset.source``."""
+  d = config.dataset
+  # pylint: disable=g-import-not-at-top
+  if d.source == "video":
+    from time_jax.data import video
+    return video.VideoReader()
+  if d.source == "frames":
+    from time_jax.data import frames
+    return frames.FrameFolderReader()
+  if d.source == "msr_bin":
+    from time_jax.data import msr_bin
+    return msr_bin.MsrBinReader()
+  if d.source == "tfds":
+    from time_jax.data import tfds_source
+    return tfds_source.reader(config)
+  if d.source == "packed":
+    from time_jax.data import packed
+    return packed.PackedReader(d.packed_dir)
+  # pylint: enable=g-import-not-at-top
+  raise ValueError(f"config.dataset.source: {d.source!r} is unknown.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  """What the element functions need from the config (small and picklable)."""
+  t_out: int
+  n: int
+  cell: tuple[int, int]
+  depth: bool
+  depth_max: float
+  jitter: bool
+  scale: tuple[float, float]
+  ratio: tuple[float, float]
+  flip: bool
+  rotation: float
+  crop_fraction: float
+  clips: int
+  crops: int
+  max_retries: int
+
+  @property
+  def frames_shape(self) -> tuple[int, ...]:
+    return (self.t_out * self.n * self.n, *self.cell, 3)
+
+
+def _spec(config) -> _Spec:
+  i, d, t = config.input, config.dataset, config.time
+  cell = config.image_size // t.n
+  return _Spec(
+      t_out=t.t_out, n=t.n, cell=(cell, cell), depth=d.modality == "depth",
+      depth_max=float(d.depth_max), jitter=bool(i.temporal_jitter),
+      scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
+      rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
+      clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries))
+
+
+def _read(reader: ClipReader, record: Record, choose, spec: _Spec) -> np.ndarray:
+  frames = np.asarray(reader.read(record, choose))
+  want = spec.t_out * spec.n * spec.n
+  if frames.ndim != 4 or frames.shape[0] != want:
+    raise ValueError(f"{type(reader).__name__}.read({record.name!r}) returned "
+                     f"{frames.shape}; expected [{want}, h, w, c] (the chosen frames).")
+  return frames
+
+
+def _log_once(record: Record, err: Exception) -> None:
+  if record.path not in _logged_here:
+    _logged_here.add(record.path)
+    logging.info("Could not decode %s: %s", record.path, err)
+
+
+class TrainElement:
+  """``(record index, rng) -> element``: read, replace if bad, augment."""
+
+  def __init__(self, records: Sequence[Record], reader: ClipReader, spec: _Spec):
+    self.records, self.reader, self.spec = list(records), reader, spec
+
+  def __call__(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    s = self.spec
+    failed = np.full((s.max_retries,), -1, np.int32)
+    idx = int(index)
+    choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
+                               rng=rng if s.jitter else None)
+    for attempt in range(s.max_retries + 1):
+      record = self.records[idx]
+      try:
+        frames = _read(self.reader, record, choose, s)
+        break
+      except DecodeError as e:
+        _log_once(record, e)
+        if attempt == s.max_retries:
+          raise TooManyBadFiles(
+              f"{s.max_retries + 1} records in a row failed to decode, the last "
+              f"{record.path!r}: {e}. Check the data (dataset.root / source).") from e
+        failed[attempt] = idx
+        idx = int(rng.integers(len(self.records)))
+    view = transforms.train_view(rng, frames.shape[1], frames.shape[2], scale=s.scale,
+                                 ratio=s.ratio, flip=s.flip, rotation=s.rotation)
+    out = transforms.prepare(frames, view, s.cell, depth=s.depth, depth_max=s.depth_max)
+    return {"frames": out, "label": np.int32(record.label), "index": np.int32(idx),
+            _FAILED_KEY: failed}
+
+
+class EvalElement:
+  """``(record index, view) -> element``; ``record index = -1`` is padding."""
+
+  def __init__(self, records: Sequence[Record], reader: ClipReader, spec: _Spec):
+    self.records, self.reader, self.spec = list(records), reader, spec
+
+  def __call__(self, entry) -> dict[str, np.ndarray]:
+    s = self.spec
+    idx, view_id = int(entry[0]), int(entry[1])
+    failed = np.full((s.max_retries,), -1, np.int32)
+    out = np.zeros(s.frames_shape, np.uint8)
+    label, valid = 0, False
+    if idx >= 0:
+      record = self.records[idx]
+      clip, crop = divmod(view_id, s.crops)
+      choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
+                                 clip=clip, num_clips=s.clips)
+      label = record.label
+      try:
+        frames = _read(self.reader, record, choose, s)
+        view = transforms.eval_view(frames.shape[1], frames.shape[2], s.cell,
+                                    crop_fraction=s.crop_fraction, crop=crop,
+                                    num_crops=s.crops)
+        out = transforms.prepare(frames, view, s.cell, depth=s.depth,
+                                 depth_max=s.depth_max)
+        valid = True
+      except DecodeError as e:
+        _log_once(record, e)
+        failed[0] = idx
+    return {"frames": out, "label": np.int32(label), "index": np.int32(idx),
+            "view": np.int32(view_id), "valid": np.bool_(valid), _FAILED_KEY: failed}
+
+
+class BadFileMonitor:
+  """Counts bad files in the consuming process and stops when there are too many.
+
+  Runs as the last (main-process) map of the pipeline: it removes the internal
+  ``_failed`` field from every batch. Counts restart with a new process (they are
+  not part of the iterator state).
+  """
+
+  def __init__(self, records: Sequence[Record], max_fraction: float, split: str):
+    self.paths = [r.path for r in records]
+    self.max_bad = max_fraction * len(records)
+    self.split = split
+    self.bad: dict[int, int] = {}  # record index -> times seen, in first-seen order
+    self.replaced = 0
+
+  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch = dict(batch)
+    failed = batch.pop(_FAILED_KEY)
+    for idx in failed[failed >= 0].tolist():
+      self.replaced += 1
+      if idx not in self.bad:
+        logging.warning("%s input: cannot decode %s (bad file %d; it is %s).",
+                        self.split, self.paths[idx], len(self.bad) + 1,
+                        "replaced" if self.split == "train" else "marked valid=False")
+      self.bad[idx] = self.bad.get(idx, 0) + 1
+    if len(self.bad) > self.max_bad:
+      first = "\n  ".join(self.paths[i] for i in list(self.bad)[:10])
+      raise TooManyBadFiles(
+          f"{len(self.bad)} of {len(self.paths)} {self.split} files failed to decode, "
+          f"more than dataset.max_bad_fraction={self.max_bad / max(len(self.paths), 1):g}"
+          f". First ones:\n  {first}\nFix or remove them (or raise the fraction).")
+    return batch
+
+  def metrics(self) -> dict[str, int]:
+    """``input/bad_files``: distinct files seen failing; ``input/replaced``: elements."""
+    return {"input/bad_files": len(self.bad), "input/replaced": self.replaced}
+
+
+@dataclasses.dataclass
+class PipelineInfo:
+  """What the training loop needs to know about a built pipeline (module docstring)."""
+  num_classes: int
+  class_names: list[str]
+  num_examples: int
+  num_views: int
+  steps_per_epoch: int
+  global_batch_size: int
+  local_batch_size: int
+  records: list[Record] = dataclasses.field(repr=False)
+  monitor: BadFileMonitor = dataclasses.field(repr=False)
+  element_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+
+
+def _shard_info() -> tuple[int, int]:
+  return jax.process_index(), jax.process_count()
+
+
+def _iter_options(config):
+  i = config.input
+  threads = int(i.read_threads)
+  # Grain's default buffer (500 elements) would hold 500 video batches; keep it small.
+  read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
+  mp = grain.MultiprocessingOptions(num_workers=int(i.num_workers),
+                                    per_worker_buffer_size=int(i.worker_buffer_size))
+  return read, mp
+
+
+def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = None,
+          splits: protocols.Splits | None = None,
+          reader: ClipReader | None = None) -> tuple[grain.IterDataset, PipelineInfo]:
+  """Builds the train or eval pipeline of a config (see the module docstring).
+
+  Args:
+    config: the full config (``dataset``, ``input``, ``time``, ``image_size``).
+    split: ``'train'`` or ``'eval'``.
+    seed: shuffle and augmentation seed (default ``config.input.shuffle_seed``).
+    splits: records and class names to use instead of ``protocols.load`` (tests, or
+      a caller that loaded them once for both splits).
+    reader: the clip reader instead of `make_reader` (must be picklable for workers).
+
+  Returns:
+    ``(dataset, info)``: a ``grain.IterDataset`` of batches, and `PipelineInfo`.
+  """
+  if split not in ("train", "eval"):
+    raise ValueError(f"pipeline.build: split {split!r}; use 'train' or 'eval'.")
+  if splits is None:
+    splits = protocols.load(config.dataset)
+  reader = reader if reader is not None else make_reader(config)
+  seed = config.input.shuffle_seed if seed is None else seed
+  spec = _spec(config)
+  records = splits.train if split == "train" else splits.eval
+  if not records:
+    raise ValueError(f"pipeline.build: the {split} split has no records; check "
+                     "config.dataset.")
+  pi, pc = _shard_info()
+  global_b = config.input.batch_size if split == "train" else config.input.eval_batch_size
+  if global_b % pc:
+    raise ValueError(f"config.input.{'batch_size' if split == 'train' else 'eval_batch_size'}"
+                     f"={global_b} is not a multiple of the process count {pc}.")
+  local_b = global_b // pc
+  read_opts, mp_opts = _iter_options(config)
+  monitor = BadFileMonitor(records, config.dataset.max_bad_fraction, split)
+  num_classes = config.dataset.num_classes or len(splits.class_names)
+
+  if split == "train":
+    # Fold the process index into the seed so hosts draw independent augmentations.
+    host_seed = int(np.random.SeedSequence([seed, pi]).generate_state(1)[0])
+    ds = grain.MapDataset.range(len(records))[pi::pc]
+    if len(ds) < local_b:
+      raise ValueError(f"config.input.batch_size={global_b}: a process's shard has "
+                       f"{len(ds)} train records, fewer than its batch {local_b}.")
+    ds = ds.seed(host_seed).shuffle().repeat(None)
+    ds = ds.random_map(TrainElement(records, reader, spec))
+    ds = ds.batch(local_b, drop_remainder=True)
+    num_views, steps = 1, len(records) // global_b
+  else:
+    num_views = spec.clips * spec.crops
+    entries = [(r, v) for r in range(len(records)) for v in range(num_views)][pi::pc]
+    per_process = math.ceil(len(records) * num_views / pc)
+    steps = math.ceil(per_process / local_b)
+    # Every process runs the same number of full batches; padding is valid=False.
+    entries += [(-1, 0)] * (steps * local_b - len(entries))
+    ds = grain.MapDataset.source(entries).map(EvalElement(records, reader, spec))
+    ds = ds.batch(local_b, drop_remainder=False)
+
+  ds = ds.to_iter_dataset(read_opts)
+  if mp_opts.num_workers > 0:
+    # Grain's workers read absl flags; outside an absl app (scripts, tests) they were
+    # never parsed and every worker would fail. Parsing later (app.run) still works.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(mp_opts)
+  ds = ds.map(monitor)
+  shapes = {"frames": (local_b, *spec.frames_shape), "label": (local_b,),
+            "index": (local_b,)}
+  if split == "eval":
+    shapes.update(view=(local_b,), valid=(local_b,))
+  info = PipelineInfo(
+      num_classes=num_classes, class_names=list(splits.class_names),
+      num_examples=len(records), num_views=num_views, steps_per_epoch=steps,
+      global_batch_size=global_b, local_batch_size=local_b, records=list(records),
+      monitor=monitor, element_shapes=shapes)
+  logging.info("%s input: %d records, %d view(s), %d steps/epoch, batch %d (%d here), "
+               "frames %s.", split, len(records), num_views, steps, global_b, local_b,
+               shapes["frames"])
+  return ds, info
+
+
+def summary(batch: dict[str, Any]) -> str:
+  """A one-line description of a batch, for logs."""
+  return ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in batch.items())

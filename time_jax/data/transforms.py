@@ -1,0 +1,260 @@
+"""Clip transforms on the host: temporal sampling, augmentation, cell-size resize, depth.
+
+Pure functions on numpy clips ``[T, H, W, C]`` (the ORIGINAL decoded frames). One
+random draw per clip is applied to every frame, and the geometry (crop, flip, rotation,
+resize to the TIME cell size ``H*/N x W*/N``) is a single affine warp per frame, so
+frames are resampled once. Large downscales first box-reduce by an integer factor
+(``Image.reduce``) so the bilinear warp does not alias.
+
+* Training (`train_view`): random resized crop (area fraction and aspect ranges),
+  horizontal flip, rotation, then resize to the cell size.
+* Evaluation (`eval_view`): short side resized to ``cell / crop_fraction``, then a
+  centre crop, or one of 3 crops along the long side (both ends and centre).
+* `clip_indices`: the frames of temporal clip k of K, through `time_layer.frame_indices`.
+* `depth_to_uint8`: raw depth -> [0, 255] uint8 by a fixed maximum or the clip's range.
+
+Randomness comes only from the ``np.random.Generator`` passed in, which the pipeline
+seeds per element, so results do not depend on worker count or order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+from time_jax import time_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+  """The geometry of one clip's view, in original-frame pixels.
+
+  Attributes:
+    box: ``(x0, y0, width, height)`` of the crop, floats, edges in pixels.
+    flip: mirror left-right.
+    angle: rotation in degrees (counter-clockwise in the image) about the box centre.
+  """
+  box: tuple[float, float, float, float]
+  flip: bool = False
+  angle: float = 0.0
+
+
+# ----------------------------------------------------------------------------------
+# Temporal sampling.
+# ----------------------------------------------------------------------------------
+
+class _SegmentPosition:
+  """Stands in for the rng of `frame_indices`: picks a fixed point in each segment.
+
+  `frame_indices` draws ``rng.integers(start, end)`` per segment; this returns the
+  frame at fraction ``(clip + 0.5) / num_clips`` of each segment instead, so the K
+  evaluation clips use THE sampler's segments and are spread evenly inside them.
+  """
+
+  def __init__(self, clip: int, num_clips: int):
+    self.clip, self.num_clips = clip, num_clips
+
+  def integers(self, start, end):
+    start, end = np.asarray(start), np.asarray(end)
+    return start + ((end - start) * (2 * self.clip + 1)) // (2 * self.num_clips)
+
+
+def clip_indices(num_frames: int, t_out: int, n: int, *, clip: int = 0,
+                 num_clips: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+  """The ``t_out·n·n`` frame indices of a clip, from `time_layer.frame_indices`.
+
+  Args:
+    num_frames: frames in the video.
+    t_out, n: T* and N.
+    clip, num_clips: temporal clip ``clip`` of ``num_clips`` for multi-view testing;
+      with one clip this is exactly ``frame_indices(num_frames, t_out, n)``.
+    rng: training jitter (then ``clip``/``num_clips`` are ignored).
+
+  Returns:
+    int64 ``[t_out·n·n]``, non-decreasing, in ``[0, num_frames)``.
+  """
+  if rng is not None or num_clips == 1:
+    return time_layer.frame_indices(num_frames, t_out, n, rng=rng)
+  return time_layer.frame_indices(num_frames, t_out, n,
+                                  rng=_SegmentPosition(clip, num_clips))
+
+
+# ----------------------------------------------------------------------------------
+# View geometry.
+# ----------------------------------------------------------------------------------
+
+def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
+                            scale: tuple[float, float], ratio: tuple[float, float]
+                            ) -> tuple[float, float, float, float]:
+  """A crop of area ``scale`` of the frame and aspect ``ratio`` (w/h), as torchvision.
+
+  Ten tries to fit a drawn box inside the frame, then the largest centred box with
+  the ratio clamped to the range.
+
+  Returns:
+    ``(x0, y0, w, h)`` in pixels (floats).
+  """
+  area = height * width
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  for _ in range(10):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
+    if 0 < w <= width and 0 < h <= height:
+      return (float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h)
+  aspect = min(max(width / height, ratio[0]), ratio[1])
+  w, h = (width, width / aspect) if width / height <= aspect else (height * aspect, height)
+  return ((width - w) / 2, (height - h) / 2, float(w), float(h))
+
+
+def train_view(rng: np.random.Generator, height: int, width: int, *,
+               scale: tuple[float, float] = (0.25, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3),
+               flip: bool = True, rotation: float = 0.0) -> View:
+  """Draws one training view: random resized crop, flip with p = 1/2, rotation.
+
+  Args:
+    rng: the element's generator.
+    height, width: the original frame size.
+    scale, ratio: crop area fraction and aspect (w/h) ranges.
+    flip: allow horizontal flips.
+    rotation: the angle is uniform in ``[-rotation, rotation]`` degrees.
+  """
+  box = random_resized_crop_box(rng, height, width, scale, ratio)
+  do_flip = bool(flip and rng.random() < 0.5)
+  angle = float(rng.uniform(-rotation, rotation)) if rotation > 0 else 0.0
+  return View(box, do_flip, angle)
+
+
+def eval_view(height: int, width: int, out_size: tuple[int, int], *,
+              crop_fraction: float = 0.875, crop: int = 1, num_crops: int = 1) -> View:
+  """An evaluation view: short side to ``out / crop_fraction``, then a crop.
+
+  Args:
+    height, width: the original frame size.
+    out_size: the cell size ``(h, w)``.
+    crop_fraction: the crop's share of the resized short side.
+    crop: with ``num_crops=3``, 0, 1, 2 take the start, centre, end of the long
+      side (the centre along the short side); with ``num_crops=1`` the centre.
+    num_crops: 1 or 3.
+  """
+  oh, ow = out_size
+  # The resized frame's short side is max(oh, ow) / crop_fraction.
+  f = max(oh, ow) / crop_fraction / min(height, width)
+  bw, bh = ow / f, oh / f
+  pos = (0.5, 0.5)
+  if num_crops == 3:
+    t = crop / 2
+    pos = (t, 0.5) if width >= height else (0.5, t)
+  elif num_crops != 1:
+    raise ValueError(f"eval_view: num_crops={num_crops}; use 1 or 3.")
+  return View(((width - bw) * pos[0], (height - bh) * pos[1], bw, bh))
+
+
+def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int):
+  """PIL AFFINE coefficients: output pixel (x, y) -> source, in reduced pixels.
+
+  PIL maps output pixel centres ``(x + .5, y + .5)`` through the matrix and samples
+  at that edge-based coordinate; box edges map to the output's edges.
+  """
+  x0, y0, bw, bh = view.box
+  cx, cy = x0 + bw / 2, y0 + bh / 2
+  theta = math.radians(view.angle)
+  # Image y points down, so a counter-clockwise rotation on screen is -theta here.
+  c, s = math.cos(-theta), math.sin(-theta)
+  fx = -1.0 if view.flip else 1.0
+  # dx = fx·bw·(u/out_w - 1/2), dy = bh·(v/out_h - 1/2); source = centre + R·(dx, dy).
+  a, b = c * fx * bw / out_w, -s * bh / out_h
+  d, e = s * fx * bw / out_w, c * bh / out_h
+  off_x = cx - c * fx * bw / 2 + s * bh / 2
+  off_y = cy - s * fx * bw / 2 - c * bh / 2
+  return (a / kx, b / kx, off_x / kx, d / ky, e / ky, off_y / ky)
+
+
+def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int]) -> np.ndarray:
+  """Warps every frame of a clip by the same view to the output size.
+
+  Args:
+    frames: uint8 ``[T, H, W, C]``, C = 1 or 3.
+    view: the crop / flip / rotation, in the frames' pixels.
+    out_size: ``(h, w)``, the TIME cell size.
+
+  Returns:
+    uint8 ``[T, h, w, C]``. Pixels that a rotation brings in from outside the frame
+    are 0.
+  """
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+    raise ValueError(f"apply_view: expected uint8 [T, H, W, 1|3], got {frames.dtype} "
+                     f"{frames.shape}.")
+  oh, ow = out_size
+  _, bw, bh = view.box[0], view.box[2], view.box[3]
+  # Box-reduce by whole factors first so the bilinear warp scales by less than 2x.
+  kx, ky = max(1, int(bw / ow)), max(1, int(bh / oh))
+  coeffs = _affine(view, ow, oh, kx, ky)
+  channels = frames.shape[-1]
+  out = np.empty((frames.shape[0], oh, ow, channels), np.uint8)
+  for t, frame in enumerate(frames):
+    img = Image.fromarray(frame[..., 0] if channels == 1 else frame)
+    if kx > 1 or ky > 1:
+      img = img.reduce((kx, ky))
+    img = img.transform((ow, oh), Image.Transform.AFFINE, coeffs,
+                        resample=Image.Resampling.BILINEAR)
+    arr = np.asarray(img)
+    out[t] = arr[..., None] if channels == 1 else arr
+  return out
+
+
+# ----------------------------------------------------------------------------------
+# Depth and channels.
+# ----------------------------------------------------------------------------------
+
+def depth_to_uint8(frames: np.ndarray, depth_max: float = 0.0) -> np.ndarray:
+  """Scales raw depth to uint8 ``[0, 255]``.
+
+  Args:
+    frames: ``[T, H, W, 1]`` raw depth (uint16 / int32 / float32; e.g. millimetres).
+    depth_max: depth mapped to 255 (larger values clip); 0 maps the clip's own
+      ``[min, max]`` range to ``[0, 255]`` (one range for all frames of the clip).
+
+  Returns:
+    uint8 ``[T, H, W, 1]``.
+  """
+  x = frames.astype(np.float32)
+  if depth_max > 0:
+    lo, hi = 0.0, float(depth_max)
+  else:
+    lo, hi = float(x.min()), float(x.max())
+  if hi <= lo:
+    return np.zeros(frames.shape, np.uint8)
+  y = (x - lo) * (255.0 / (hi - lo))
+  return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def to_rgb(frames: np.ndarray) -> np.ndarray:
+  """``[..., 1]`` -> ``[..., 3]`` by repetition (depth as in the paper); RGB unchanged."""
+  return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+def prepare(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
+            depth: bool = False, depth_max: float = 0.0) -> np.ndarray:
+  """Depth scaling, the view warp and 3 channels: decoded clip -> pipeline frames.
+
+  Args:
+    frames: ``[T, H, W, C]``: uint8 RGB, or raw depth with C = 1 when ``depth``.
+    view: from `train_view` or `eval_view` on ``(H, W)``.
+    out_size: the cell size ``(h, w)``.
+    depth: scale with `depth_to_uint8` first.
+    depth_max: see `depth_to_uint8`.
+
+  Returns:
+    uint8 ``[T, h, w, 3]``.
+  """
+  if depth:
+    frames = depth_to_uint8(frames, depth_max)
+  elif frames.dtype != np.uint8:
+    raise ValueError(f"prepare: RGB frames must be uint8, got {frames.dtype}; set "
+                     "dataset.modality='depth' for depth data.")
+  return to_rgb(apply_view(frames, view, out_size))
