@@ -163,8 +163,9 @@ def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int):
   x0, y0, bw, bh = view.box
   cx, cy = x0 + bw / 2, y0 + bh / 2
   theta = math.radians(view.angle)
-  # Image y points down, so a counter-clockwise rotation on screen is -theta here.
-  c, s = math.cos(-theta), math.sin(-theta)
+  # Sampling the source at R(theta)·(dx, dy) with y pointing down turns the content
+  # counter-clockwise on screen, as PIL's Image.rotate and np.rot90 do.
+  c, s = math.cos(theta), math.sin(theta)
   fx = -1.0 if view.flip else 1.0
   # dx = fx·bw·(u/out_w - 1/2), dy = bh·(v/out_h - 1/2); source = centre + R·(dx, dy).
   a, b = c * fx * bw / out_w, -s * bh / out_h

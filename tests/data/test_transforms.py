@@ -1,0 +1,125 @@
+"""Clip transforms: one draw for all frames, crop geometry against numpy, depth scaling."""
+
+import numpy as np
+import pytest
+
+from time_jax import time_layer
+from time_jax.data import transforms as T
+
+
+def _clip(t=4, h=24, w=32, seed=0):
+  """A random RGB clip whose frames differ: frame k = base + 10·k (no overflow)."""
+  base = np.random.default_rng(seed).integers(0, 200, (h, w, 3), dtype=np.uint8)
+  return np.stack([base + 10 * k for k in range(t)]).astype(np.uint8)
+
+
+def test_flip_flips_every_frame():
+  clip = _clip()
+  plain = T.apply_view(clip, T.View((0, 0, 32, 24)), (24, 32))
+  flipped = T.apply_view(clip, T.View((0, 0, 32, 24), flip=True), (24, 32))
+  np.testing.assert_array_equal(plain, clip)  # the full box at scale 1 is the identity
+  np.testing.assert_array_equal(flipped, clip[:, :, ::-1])
+
+
+def test_one_random_draw_is_applied_to_all_frames():
+  # Frames differ only by +10·k, and the warp is linear, so with one shared view the
+  # outputs differ by exactly +10·k too (up to rounding); per-frame draws would not.
+  clip = _clip(t=6, h=60, w=80)
+  for seed in range(8):
+    rng = np.random.default_rng(seed)
+    view = T.train_view(rng, 60, 80, scale=(0.2, 1.0), flip=True, rotation=0.0)
+    out = T.apply_view(clip, view, (14, 14)).astype(int)
+    for k in range(6):
+      assert np.abs(out[k] - out[0] - 10 * k).max() <= 1, (seed, k)
+
+
+def test_train_view_flip_switch_and_rotation_range():
+  flips = [T.train_view(np.random.default_rng(s), 60, 80, flip=True).flip
+           for s in range(40)]
+  assert 5 < sum(flips) < 35
+  assert not any(T.train_view(np.random.default_rng(s), 60, 80, flip=False).flip
+                 for s in range(40))
+  angles = [T.train_view(np.random.default_rng(s), 60, 80, rotation=7.0).angle
+            for s in range(40)]
+  assert max(np.abs(angles)) <= 7.0 and np.std(angles) > 1.0
+  assert T.train_view(np.random.default_rng(0), 60, 80).angle == 0.0
+
+
+def test_rotation_turns_content_counter_clockwise():
+  img = np.zeros((1, 8, 8, 1), np.uint8)
+  img[0, 0, :4] = 200
+  out = T.apply_view(img, T.View((0, 0, 8, 8), angle=90.0), (8, 8))
+  assert np.abs(out[0, ..., 0].astype(int) - np.rot90(img[0, ..., 0])).max() <= 1
+
+
+def test_random_resized_crop_bounds():
+  for s in range(200):
+    rng = np.random.default_rng(s)
+    x0, y0, w, h = T.random_resized_crop_box(rng, 120, 160, (0.3, 0.8), (0.5, 2.0))
+    assert 0 <= x0 and x0 + w <= 160 + 1e-9 and 0 <= y0 and y0 + h <= 120 + 1e-9
+    assert 0.3 - 1e-9 <= w * h / (120 * 160) <= 0.8 + 1e-9
+    assert 0.5 - 1e-9 <= w / h <= 2.0 + 1e-9
+  # An impossible ratio falls back to the largest centred box with the ratio clamped.
+  x0, y0, w, h = T.random_resized_crop_box(np.random.default_rng(0), 100, 100,
+                                           (1.0, 1.0), (3.0, 4.0))
+  assert (w, h) == (100, pytest.approx(100 / 3)) and x0 == 0
+
+
+def test_crop_and_downscale_match_a_numpy_block_mean():
+  clip = _clip(t=2, h=40, w=64)
+  # Crop x in [8, 40), y in [4, 20) at scale 1: exactly that window.
+  out = T.apply_view(clip, T.View((8, 4, 32, 16)), (16, 32))
+  np.testing.assert_array_equal(out, clip[:, 4:20, 8:40])
+  # Scale 1/4: box-reduce by 4, equal to the block mean of the window.
+  out = T.apply_view(clip, T.View((0, 8, 64, 32)), (8, 16))
+  ref = clip[:, 8:40, :].reshape(2, 8, 4, 16, 4, 3).astype(float).mean(axis=(2, 4))
+  assert np.abs(out - ref).max() <= 1.0
+
+
+def test_eval_view_centre_and_three_crops():
+  h, w = 120, 160
+  # Short side to 32 / 0.875 ... f = (28 / 0.875) / 120, crop 28 -> 105 original pixels.
+  v = T.eval_view(h, w, (28, 28), crop_fraction=0.875)
+  assert v.box == pytest.approx((27.5, 7.5, 105, 105))
+  xs = [T.eval_view(h, w, (28, 28), crop_fraction=0.875, crop=c, num_crops=3).box[0]
+        for c in range(3)]
+  assert xs == pytest.approx([0, 27.5, 55])
+  ys = [T.eval_view(w, h, (28, 28), crop_fraction=0.875, crop=c, num_crops=3).box[1]
+        for c in range(3)]  # portrait: crops move along the height
+  assert ys == pytest.approx([0, 27.5, 55])
+  assert not v.flip and v.angle == 0
+
+
+def test_depth_scaling_fixed_max_and_per_clip_range():
+  d = np.array([0, 1000, 2000, 4000, 9000], np.uint16).reshape(1, 1, 5, 1)
+  np.testing.assert_array_equal(T.depth_to_uint8(d, 4000.0).ravel(),
+                                [0, 64, 128, 255, 255])
+  # Per-clip: one range over all frames (min in frame 0, max in frame 1).
+  clip = np.stack([np.full((2, 2, 1), 500, np.uint16), np.full((2, 2, 1), 1500, np.uint16)])
+  clip[0, 0, 0] = 1000
+  out = T.depth_to_uint8(clip, 0.0)
+  assert out[0, 1, 1, 0] == 0 and out[1, 0, 0, 0] == 255 and out[0, 0, 0, 0] == 128
+  assert T.depth_to_uint8(np.full((1, 2, 2, 1), 7.0, np.float32)).max() == 0
+
+
+def test_prepare_depth_gives_three_equal_channels():
+  d = np.random.default_rng(0).integers(0, 5000, (3, 30, 40, 1)).astype(np.uint16)
+  out = T.prepare(d, T.View((0, 0, 40, 30)), (15, 20), depth=True, depth_max=5000.0)
+  assert out.shape == (3, 15, 20, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[..., 0], out[..., 2])
+  with pytest.raises(ValueError, match="modality='depth'"):
+    T.prepare(d, T.View((0, 0, 40, 30)), (15, 20))
+
+
+def test_clip_indices_single_clip_is_frame_indices_and_k_clips_share_segments():
+  np.testing.assert_array_equal(T.clip_indices(100, 2, 2),
+                                time_layer.frame_indices(100, 2, 2))
+  k = np.arange(8)
+  start, end = k * 100 // 8, (k + 1) * 100 // 8
+  clips = [T.clip_indices(100, 2, 2, clip=c, num_clips=3) for c in range(3)]
+  for c in clips:
+    assert np.all(start <= c) and np.all(c < end)
+  assert np.all(clips[0] < clips[1]) and np.all(clips[1] < clips[2])
+  # Short videos repeat frames; every clip is then the same.
+  np.testing.assert_array_equal(T.clip_indices(5, 2, 2, clip=2, num_clips=3),
+                                time_layer.frame_indices(5, 2, 2))
