@@ -264,3 +264,31 @@ def test_grid_cells_hold_the_frames_frame_indices_named(tmp_path, arrangement, n
         value = grid[b, t, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8].astype(float).mean()
         assert round((value - 8) / 6) == idx[i], (b, t, cell)
   assert os.path.exists(tmp_path / "v0.mp4")
+
+
+def test_real_corrupt_files_are_replaced_and_counted(tmp_path):
+  good = ["g0.mp4", "g1.mp4", "g2.mp4"]
+  for name in good:
+    _write_numbered_video(str(tmp_path / name), 12)
+  (tmp_path / "empty.mp4").write_bytes(b"")
+  (tmp_path / "garbage.mp4").write_bytes(os.urandom(4000))
+  data = (tmp_path / "g0.mp4").read_bytes()
+  (tmp_path / "truncated.mp4").write_bytes(data[:len(data) // 3])
+  names = good + ["empty.mp4", "garbage.mp4", "truncated.mp4"]
+  (tmp_path / "ann.txt").write_text("".join(f"{n} {i % 2}\n" for i, n in enumerate(names)))
+  cfg = _config(batch=2)
+  cfg.dataset.update(root=str(tmp_path), train_annotations=str(tmp_path / "ann.txt"),
+                     eval_annotations=str(tmp_path / "ann.txt"), max_bad_fraction=0.5)
+  ds, info = pipeline.build(cfg, "train", reader=_video_reader())
+  it = iter(ds)
+  seen = sum((next(it)["index"].tolist() for _ in range(9)), [])  # three epochs
+  it.close()
+  assert set(seen) <= {0, 1, 2}
+  assert info.monitor.metrics()["input/bad_files"] == 3
+  cfg.dataset.max_bad_fraction = 0.4  # 3 of 6 bad is now too many
+  ds, _ = pipeline.build(cfg, "train", reader=_video_reader())
+  it = iter(ds)
+  with pytest.raises(pipeline.TooManyBadFiles, match="3 of 6 train"):
+    for _ in range(9):
+      next(it)
+  it.close()

@@ -154,11 +154,31 @@ def eval_view(height: int, width: int, out_size: tuple[int, int], *,
   return View(((width - bw) * pos[0], (height - bh) * pos[1], bw, bh))
 
 
-def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int):
+def _source_region(view: View, height: int, width: int, kx: int, ky: int):
+  """The integer window ``(x0, y0, x1, y1)`` of the frame that the view samples.
+
+  The rotated box's bounding box plus a margin of two reduced pixels for the
+  bilinear neighbours, clipped to the frame; pixels outside it are never read.
+  """
+  x0, y0, bw, bh = view.box
+  cx, cy = x0 + bw / 2, y0 + bh / 2
+  theta = math.radians(view.angle)
+  hw = (abs(math.cos(theta)) * bw + abs(math.sin(theta)) * bh) / 2
+  hh = (abs(math.sin(theta)) * bw + abs(math.cos(theta)) * bh) / 2
+  rx0 = max(0, math.floor(cx - hw) - 2 * kx)
+  ry0 = max(0, math.floor(cy - hh) - 2 * ky)
+  rx1 = min(width, math.ceil(cx + hw) + 2 * kx)
+  ry1 = min(height, math.ceil(cy + hh) + 2 * ky)
+  return rx0, ry0, max(rx1, rx0 + 1), max(ry1, ry0 + 1)
+
+
+def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int,
+            origin: tuple[int, int] = (0, 0)):
   """PIL AFFINE coefficients: output pixel (x, y) -> source, in reduced pixels.
 
   PIL maps output pixel centres ``(x + .5, y + .5)`` through the matrix and samples
-  at that edge-based coordinate; box edges map to the output's edges.
+  at that edge-based coordinate; box edges map to the output's edges. ``origin`` is
+  the top-left of the source window in frame pixels.
   """
   x0, y0, bw, bh = view.box
   cx, cy = x0 + bw / 2, y0 + bh / 2
@@ -172,6 +192,7 @@ def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int):
   d, e = s * fx * bw / out_w, c * bh / out_h
   off_x = cx - c * fx * bw / 2 + s * bh / 2
   off_y = cy - s * fx * bw / 2 - c * bh / 2
+  off_x, off_y = off_x - origin[0], off_y - origin[1]
   return (a / kx, b / kx, off_x / kx, d / ky, e / ky, off_y / ky)
 
 
@@ -191,14 +212,16 @@ def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int]) -> np.
     raise ValueError(f"apply_view: expected uint8 [T, H, W, 1|3], got {frames.dtype} "
                      f"{frames.shape}.")
   oh, ow = out_size
-  _, bw, bh = view.box[0], view.box[2], view.box[3]
+  bw, bh = view.box[2], view.box[3]
   # Box-reduce by whole factors first so the bilinear warp scales by less than 2x.
   kx, ky = max(1, int(bw / ow)), max(1, int(bh / oh))
-  coeffs = _affine(view, ow, oh, kx, ky)
+  # Only the window the view samples is converted and reduced (crops are small).
+  rx0, ry0, rx1, ry1 = _source_region(view, frames.shape[1], frames.shape[2], kx, ky)
+  coeffs = _affine(view, ow, oh, kx, ky, (rx0, ry0))
   channels = frames.shape[-1]
   out = np.empty((frames.shape[0], oh, ow, channels), np.uint8)
-  for t, frame in enumerate(frames):
-    img = Image.fromarray(frame[..., 0] if channels == 1 else frame)
+  for t, frame in enumerate(frames[:, ry0:ry1, rx0:rx1]):
+    img = Image.fromarray(np.ascontiguousarray(frame[..., 0] if channels == 1 else frame))
     if kx > 1 or ky > 1:
       img = img.reduce((kx, ky))
     img = img.transform((ow, oh), Image.Transform.AFFINE, coeffs,
