@@ -58,6 +58,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from time_jax.data import config as data_config
 from time_jax.data import protocols
 from time_jax.data import transforms
 from time_jax.data.base import ClipReader, DecodeError, Record
@@ -284,7 +285,8 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     split: ``'train'`` or ``'eval'``.
     seed: shuffle and augmentation seed (default ``config.input.shuffle_seed``).
     splits: records and class names to use instead of ``protocols.load`` (tests, or
-      a caller that loaded them once for both splits).
+      a caller that loaded them once for both splits). When None the config is
+      first checked with `time_jax.data.config.validate`.
     reader: the clip reader instead of `make_reader` (must be picklable for workers).
 
   Returns:
@@ -293,6 +295,7 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
   if split not in ("train", "eval"):
     raise ValueError(f"pipeline.build: split {split!r}; use 'train' or 'eval'.")
   if splits is None:
+    data_config.validate(config)
     splits = protocols.load(config.dataset)
   reader = reader if reader is not None else make_reader(config)
   seed = config.input.shuffle_seed if seed is None else seed
