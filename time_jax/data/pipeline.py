@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import math
 from typing import Any, Sequence
@@ -71,27 +72,32 @@ class TooManyBadFiles(RuntimeError):
   """More than ``dataset.max_bad_fraction`` of the files could not be decoded."""
 
 
+# source -> (module under time_jax.data, reader class). The class is built with no
+# arguments except 'packed' (the cache folder); 'tfds' asks the module for its reader.
+_READERS = {
+    "video": ("video", "VideoReader"),
+    "frames": ("frames", "FrameFolderReader"),
+    "msr_bin": ("msr_bin", "MsrBinReader"),
+    "packed": ("packed", "PackedReader"),
+}
+
+
 def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
   """The `ClipReader` of ``config.dataset.source``."""
   d = config.dataset
-  # pylint: disable=g-import-not-at-top
-  if d.source == "video":
-    from time_jax.data import video
-    return video.VideoReader()
-  if d.source == "frames":
-    from time_jax.data import frames
-    return frames.FrameFolderReader()
-  if d.source == "msr_bin":
-    from time_jax.data import msr_bin
-    return msr_bin.MsrBinReader()
   if d.source == "tfds":
-    from time_jax.data import tfds_source
+    from time_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.reader(config)
-  if d.source == "packed":
-    from time_jax.data import packed
-    return packed.PackedReader(d.packed_dir)
-  # pylint: enable=g-import-not-at-top
-  raise ValueError(f"config.dataset.source: {d.source!r} is unknown.")
+  if d.source not in _READERS:
+    raise ValueError(f"config.dataset.source: {d.source!r} is unknown; use one of "
+                     f"{sorted(_READERS) + ['tfds']}.")
+  module_name, cls_name = _READERS[d.source]
+  module = importlib.import_module(f"time_jax.data.{module_name}")
+  cls = getattr(module, cls_name, None)
+  if cls is None:
+    raise ImportError(f"time_jax.data.{module_name} has no {cls_name}; the pipeline "
+                      f"expects it for dataset.source={d.source!r}.")
+  return cls(d.packed_dir) if d.source == "packed" else cls()
 
 
 @dataclasses.dataclass(frozen=True)
