@@ -1,0 +1,649 @@
+"""VideoMAE (Tong et al., 2022) in Flax linen: the classifier and the masked autoencoder.
+
+A faithful port of the official code (``modeling_finetune.py`` / ``modeling_pretrain.py``
+of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table,
+pre-norm blocks whose attention has no key bias (``q_bias``/``v_bias`` only), optional
+layer scale, LayerNorm eps 1e-6 and exact (erf) GELU.
+
+Inputs are float clips ``x: [batch, time, H, W, c]`` normalised with the ImageNet mean/std
+(`time_jax.time_layer.preprocess`). Tokens are ordered ``(time/tubelet, H/patch, W/patch)``
+row-major, as the official ``Conv3d(...).flatten(2)``.
+
+Classifier (``videomae_s|b|l``)::
+
+    model = videomae_b(num_classes=400, num_frames=16)
+    logits = model.apply(variables, x, train=False)                   # [batch, classes]
+    logits = model.apply(variables, x, train=True,
+                         rngs={"dropout": k1, "drop_path": k2})
+
+Masked autoencoder (``videomae_s|b|l_pretrain``)::
+
+    model = videomae_b_pretrain(num_frames=16, mask_ratio=0.9)
+    mask = tube_mask(key, batch, 16, 224, 16, 2, 0.9)                 # bool [batch, tokens]
+    pred = model.apply(variables, x, mask, train=True, rngs={"drop_path": k})
+    loss = pretrain_loss(pred, x, mask)                                # scalar, float32
+
+``pred`` is ``[batch, num_masked, tubelet·patch²·c]``: the reconstruction of the masked
+tokens in increasing token order. The number masked is static: ``model.num_masked`` (from
+``mask_ratio``, exactly ``round(ratio · patches)`` per frame-slice); a mask with another
+count is an error when it is concrete and silently wrong under ``jit``, so draw masks with
+`tube_mask` at the model's ratio. `pretrain_targets` gives the targets alone; its options
+(``patch_size``, ``tubelet_size``, ``norm_pix_loss``, ``mean``, ``std``) must match the model.
+
+Both models ``sow`` into the ``'intermediates'`` collection when it is mutable
+(``mutable=['intermediates']``): every block's attention weights
+(``.../attn/attention_weights``, ``[batch, heads, tokens, tokens]``) and output features
+(``.../features``), and the pooled features of the classifier (``pre_logits``).
+Parameters are float32 and carry logical axis names (``embed``, ``mlp``, ``heads``,
+``kv``, ``classes``, ``patch``, ``decoder_embed``); ``dtype`` sets the compute dtype.
+Losses and targets are computed in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import einops
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from time_jax.time_layer import IMAGENET_MEAN, IMAGENET_STD
+
+Dtype = Any
+
+# Official sizes: (embed_dim, depth, num_heads, decoder_embed_dim, decoder_num_heads).
+SIZES = {
+    "s": (384, 12, 6, 192, 3),
+    "b": (768, 12, 12, 384, 6),
+    "l": (1024, 24, 16, 512, 8),
+}
+DECODER_DEPTH = 4
+LN_EPS = 1e-6  # official: partial(nn.LayerNorm, eps=1e-6) everywhere
+
+
+def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
+  """The official fixed sine-cosine position table (``get_sinusoid_encoding_table``).
+
+  Position ``p``, channel ``j``: ``p / 10000^(2·(j//2) / dim)``, sine on even ``j``,
+  cosine on odd ``j``, computed in float64 as the original does, returned as float32.
+
+  Returns:
+    ``[num_positions, dim]`` float32 numpy array: a constant, never a parameter, so any
+    frame count or image size gets its own table.
+  """
+  pos = np.arange(num_positions, dtype=np.float64)[:, None]
+  j = np.arange(dim)
+  angles = pos / np.power(10000, 2 * (j // 2) / dim)
+  table = np.empty_like(angles)
+  table[:, 0::2] = np.sin(angles[:, 0::2])
+  table[:, 1::2] = np.cos(angles[:, 1::2])
+  return table.astype(np.float32)
+
+
+def token_grid(num_frames: int, image_size: int, patch_size: int,
+               tubelet_size: int) -> tuple[int, int]:
+  """``(temporal positions, patches per frame-slice)`` of the token grid.
+
+  Raises:
+    ValueError: when the tubelet does not divide the frames or the patch the image.
+  """
+  if num_frames % tubelet_size:
+    raise ValueError(
+        f"num_frames={num_frames} is not a multiple of tubelet_size={tubelet_size}; "
+        "use a frame count the tubelet divides (e.g. 16).")
+  if image_size % patch_size:
+    raise ValueError(
+        f"image_size={image_size} is not a multiple of patch_size={patch_size}.")
+  return num_frames // tubelet_size, (image_size // patch_size) ** 2
+
+
+def masked_per_slice(patches: int, ratio: float) -> int:
+  """Masked patches per frame-slice: ``round(ratio · patches)``.
+
+  (The official ``TubeMaskingGenerator`` truncates, ``int(ratio · patches)``; the two
+  agree for the paper's ratios at 224² / 16² = 196 patches except where ``ratio·196``
+  has a fractional part >= 0.5, e.g. 0.6 → 118 here, 117 there.)
+  """
+  if not 0.0 < ratio < 1.0:
+    raise ValueError(f"mask ratio {ratio} must be in (0, 1).")
+  k = int(round(ratio * patches))
+  if not 0 < k < patches:
+    raise ValueError(
+        f"mask ratio {ratio} masks {k} of the {patches} patches of a frame-slice; "
+        "at least one must be masked and one visible.")
+  return k
+
+
+def tube_mask(key: jax.Array, batch: int, num_frames: int, image_size: int,
+              patch_size: int = 16, tubelet_size: int = 2,
+              ratio: float = 0.9) -> jax.Array:
+  """Tube masking (VideoMAE Sec. 3.3), drawn on device.
+
+  For each clip, ``round(ratio · patches)`` of the ``(image_size / patch_size)²``
+  spatial positions are drawn uniformly without replacement and masked at every
+  temporal position (tubes through time).
+
+  Args:
+    key: a JAX PRNG key; different keys give different masks.
+    batch, num_frames, image_size, patch_size, tubelet_size: the clip and token grid.
+    ratio: the masking ratio, in (0, 1).
+
+  Returns:
+    bool ``[batch, tokens]`` with tokens ``= (num_frames / tubelet) · patches`` ordered as
+    the model's tokens; True = masked. Every clip has exactly ``T · round(ratio·patches)``
+    masked tokens.
+  """
+  t, p = token_grid(num_frames, image_size, patch_size, tubelet_size)
+  k = masked_per_slice(p, ratio)
+  noise = jax.random.uniform(key, (batch, p))
+  # rank of each position in a random order: the k lowest are masked, exactly k.
+  ranks = jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1)
+  spatial = ranks < k
+  return jnp.broadcast_to(spatial[:, None, :], (batch, t, p)).reshape(batch, t * p)
+
+
+def _split_indices(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Array]:
+  """Visible and masked token indices, each in increasing order, with static shapes.
+
+  Args:
+    mask: bool ``[batch, tokens]``, exactly ``num_masked`` True per row.
+    num_masked: the static count.
+
+  Returns:
+    ``(visible [batch, tokens - num_masked], masked [batch, num_masked])`` int32.
+  """
+  tokens = mask.shape[-1]
+  if not isinstance(mask, jax.core.Tracer):
+    counts = np.asarray(mask).sum(-1)
+    if np.any(counts != num_masked):
+      raise ValueError(
+          f"mask has {sorted(set(counts.tolist()))} masked tokens per clip, the model "
+          f"expects exactly {num_masked} (mask_ratio); draw it with tube_mask at the "
+          "model's mask_ratio.")
+  # A stable sort of the booleans puts visible tokens first, each group in token order,
+  # which is the order the official x[~mask] / x[mask] indexing produces.
+  order = jnp.argsort(mask.astype(jnp.int32), axis=-1, stable=True)
+  return order[:, :tokens - num_masked], order[:, tokens - num_masked:]
+
+
+def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
+  """``x[b, idx[b]]``: ``[batch, tokens, d]``, ``[batch, k]`` -> ``[batch, k, d]``."""
+  return jnp.take_along_axis(x, idx[..., None], axis=1)
+
+
+def patchify(frames: jax.Array, patch_size: int, tubelet_size: int) -> jax.Array:
+  """``[batch, time, H, W, c]`` -> ``[batch, tokens, tubelet·patch²·c]``.
+
+  Token order ``(t, h, w)``; within a token ``(tubelet, patch_h, patch_w, c)``: the
+  official ``'b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2 c)'``.
+  """
+  return einops.rearrange(
+      frames, "b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2 c)",
+      p0=tubelet_size, p1=patch_size, p2=patch_size)
+
+
+def pretrain_targets(
+    x: jax.Array, mask: jax.Array, *, num_masked: int | None = None,
+    patch_size: int = 16, tubelet_size: int = 2, norm_pix_loss: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+) -> jax.Array:
+  """The reconstruction targets of the masked tokens, as the official pretraining loop.
+
+  The clip is un-normalised to [0, 1] (``x · std + mean``) and cut into tubelet patches;
+  with ``norm_pix_loss`` each patch is normalised per channel over its
+  ``tubelet·patch²`` pixels: ``(v - mean) / (sqrt(var_unbiased) + 1e-6)``.
+
+  Args:
+    x: normalised clips ``[batch, time, H, W, c]`` (any float dtype).
+    mask: bool ``[batch, tokens]``, True = masked.
+    num_masked: masked tokens per clip (static); default: counted from a concrete mask.
+    patch_size, tubelet_size: the model's.
+    norm_pix_loss: normalise each target patch (the official default).
+    mean, std: the statistics ``x`` was normalised with.
+
+  Returns:
+    float32 ``[batch, num_masked, tubelet·patch²·c]`` in increasing token order, the
+    order of the pretrainer's predictions.
+  """
+  if num_masked is None:
+    if isinstance(mask, jax.core.Tracer):
+      raise ValueError("pretrain_targets under jit needs num_masked= (static).")
+    num_masked = int(np.asarray(mask).sum(-1).max())
+  c = x.shape[-1]
+  mean = jnp.asarray(np.broadcast_to(np.asarray(mean, np.float32), (c,)))
+  std = jnp.asarray(np.broadcast_to(np.asarray(std, np.float32), (c,)))
+  frames = x.astype(jnp.float32) * std + mean
+  patches = patchify(frames, patch_size, tubelet_size)  # [b, n, (p0 p1 p2 c)]
+  if norm_pix_loss:
+    b, n, _ = patches.shape
+    v = patches.reshape(b, n, -1, c)
+    mu = v.mean(axis=-2, keepdims=True)
+    var = v.var(axis=-2, keepdims=True, ddof=1)
+    patches = ((v - mu) / (jnp.sqrt(var) + 1e-6)).reshape(b, n, -1)
+  _, masked = _split_indices(mask, num_masked)
+  return _gather(patches, masked)
+
+
+def pretrain_loss(
+    pred: jax.Array, x: jax.Array, mask: jax.Array, *, patch_size: int = 16,
+    tubelet_size: int = 2, norm_pix_loss: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+) -> jax.Array:
+  """Mean squared error between ``pred`` and `pretrain_targets` (masked tokens only).
+
+  Args:
+    pred: the pretrainer's output ``[batch, num_masked, tubelet·patch²·c]``.
+    x, mask, patch_size, tubelet_size, norm_pix_loss, mean, std: as `pretrain_targets`.
+
+  Returns:
+    float32 scalar, the mean over batch, tokens and values (official ``nn.MSELoss()``).
+  """
+  target = pretrain_targets(
+      x, mask, num_masked=pred.shape[1], patch_size=patch_size,
+      tubelet_size=tubelet_size, norm_pix_loss=norm_pix_loss, mean=mean, std=std)
+  return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+
+
+class TubeletEmbed(nn.Module):
+  """Non-overlapping ``tubelet × patch × patch`` embedding (the official Conv3d).
+
+  Attributes:
+    embed_dim, patch_size, tubelet_size: the projection.
+    kernel_init: initialiser of the ``[tubelet, patch, patch, c, embed]`` kernel.
+  """
+  embed_dim: int
+  patch_size: int = 16
+  tubelet_size: int = 2
+  dtype: Dtype = jnp.float32
+  # PyTorch's Conv3d default, kaiming_uniform(a=sqrt(5)): U(±1/sqrt(fan_in)).
+  kernel_init: Any = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``x: [batch, time, H, W, c]`` -> ``[batch, tokens, embed]``, tokens ``(t, h, w)``."""
+    token_grid(x.shape[1], x.shape[2], self.patch_size, self.tubelet_size)
+    if x.shape[2] != x.shape[3]:
+      token_grid(x.shape[1], x.shape[3], self.patch_size, self.tubelet_size)
+    c = x.shape[-1]
+    kshape = (self.tubelet_size, self.patch_size, self.patch_size, c, self.embed_dim)
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(
+            self.kernel_init, (None, None, None, None, "embed")), kshape, jnp.float32)
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        (self.embed_dim,), jnp.float32)
+    # A stride-equal-to-kernel convolution is a matmul over non-overlapping tubelets.
+    patches = patchify(x.astype(self.dtype), self.patch_size, self.tubelet_size)
+    y = jnp.einsum("bnk,kd->bnd", patches,
+                   kernel.reshape(-1, self.embed_dim).astype(self.dtype))
+    return y + bias.astype(self.dtype)
+
+
+
+_trunc02 = nn.initializers.truncated_normal(0.02)
+_xavier = nn.initializers.xavier_uniform()
+
+
+def _layer_norm(dtype: Dtype, name: str, axis_name: str = "embed") -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)))
+
+
+def _sincos(tokens: int, dim: int, dtype: Dtype) -> jax.Array:
+  return jnp.asarray(sinusoid_table(tokens, dim), dtype)[None]
+
+
+def _dense(features, dtype, kernel_init, axes, use_bias=True, name=None):
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
+      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
+
+
+class Attention(nn.Module):
+  """Official VideoMAE attention: ``qkv`` without bias plus ``q_bias`` and ``v_bias``.
+
+  Sows the softmax weights ``attention_weights: [batch, heads, q, k]`` into
+  ``'intermediates'``.
+  """
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = _trunc02
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``x: [batch, tokens, embed]`` -> ``[batch, tokens, embed]``."""
+    dim = x.shape[-1]
+    if dim % self.num_heads:
+      raise ValueError(f"embed_dim={dim} is not a multiple of num_heads={self.num_heads}.")
+    head_dim = dim // self.num_heads
+    qkv = _dense(3 * dim, self.dtype, self.kernel_init, ("embed", "heads"),
+                 use_bias=False, name="qkv")(x)
+    zeros = nn.initializers.zeros
+    q_bias = self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads",)),
+                        (dim,), jnp.float32)
+    v_bias = self.param("v_bias", nn.with_logical_partitioning(zeros, ("heads",)),
+                        (dim,), jnp.float32)
+    bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
+    qkv = (qkv + bias).reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    q = q * jnp.asarray(head_dim ** -0.5, self.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    self.sow("intermediates", "attention_weights", weights)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
+    return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"), name="proj")(out)
+
+
+class Mlp(nn.Module):
+  """``fc1`` -> exact (erf) GELU, as torch ``nn.GELU`` -> ``fc2``."""
+  hidden: int
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = _trunc02
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``x: [..., embed]`` -> ``[..., embed]``."""
+    y = _dense(self.hidden, self.dtype, self.kernel_init, ("embed", "mlp"), name="fc1")(x)
+    y = nn.gelu(y, approximate=False)
+    return _dense(x.shape[-1], self.dtype, self.kernel_init, ("mlp", "embed"),
+                  name="fc2")(y)
+
+
+class Block(nn.Module):
+  """Official pre-norm block: ``x + γ1·attn(norm1(x))``, then ``+ γ2·mlp(norm2(x))``.
+
+  ``gamma_1``/``gamma_2`` (layer scale) exist only when ``init_values > 0``. Drop path
+  (stochastic depth per sample) uses the rng ``'drop_path'`` when training. Sows the
+  block output as ``features``.
+  """
+  num_heads: int
+  mlp_dim: int
+  drop_path: float = 0.0
+  init_values: float = 0.0
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = _trunc02
+
+  def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
+    if not train or self.drop_path == 0.0:
+      return y
+    keep = 1.0 - self.drop_path
+    mask = jax.random.bernoulli(self.make_rng("drop_path"), keep,
+                                (y.shape[0],) + (1,) * (y.ndim - 1))
+    return jnp.where(mask, y / keep, 0).astype(y.dtype)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``x: [batch, tokens, embed]`` -> same shape."""
+    dim = x.shape[-1]
+    y = Attention(self.num_heads, self.dtype, self.kernel_init, name="attn")(
+        _layer_norm(self.dtype, "norm1")(x))
+    if self.init_values:
+      y = y * self.param("gamma_1", nn.with_logical_partitioning(
+          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
+    x = x + self._drop_path(y.astype(x.dtype), train)
+    y = Mlp(self.mlp_dim, self.dtype, self.kernel_init, name="mlp")(
+        _layer_norm(self.dtype, "norm2")(x))
+    if self.init_values:
+      y = y * self.param("gamma_2", nn.with_logical_partitioning(
+          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
+    x = x + self._drop_path(y.astype(x.dtype), train)
+    self.sow("intermediates", "features", x)
+    return x
+
+
+def _blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
+            drop_path_rate: float, init_values: float, dtype: Dtype, kernel_init,
+            train: bool) -> jax.Array:
+  """``depth`` blocks ``blocks_{i}`` in the calling module; drop path rises linearly.
+
+  Must be called inside a compact method. ``x: [batch, tokens, embed]``.
+  """
+  rates = np.linspace(0, drop_path_rate, depth)
+  for i in range(depth):
+    x = Block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
+              drop_path=float(rates[i]), init_values=init_values, dtype=dtype,
+              kernel_init=kernel_init, name=f"blocks_{i}")(x, train=train)
+  return x
+
+
+def _head(num_classes: int, dtype: Dtype, init_scale: float, out_axis: str,
+          kernel_init, name: str) -> nn.Dense:
+  def init(key, shape, dtype=jnp.float32):
+    return kernel_init(key, shape, dtype) * init_scale
+  return nn.Dense(
+      num_classes, dtype=dtype, param_dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(init, ("embed", out_axis)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
+      name=name)
+
+
+
+class VideoMAE(nn.Module):
+  """The VideoMAE classifier (official ``VisionTransformer`` of ``modeling_finetune``).
+
+  Attributes:
+    num_classes: head outputs; 0 returns the pooled features.
+    patch_size, tubelet_size, embed_dim, depth, num_heads, mlp_ratio: the backbone.
+    drop_path_rate: stochastic depth of the last block (official ``linspace(0, r, depth)``).
+    dropout_rate: dropout before the head (official ``fc_drop_rate``); rng ``'dropout'``.
+    init_values: layer scale (official ``init_values``; 0 = none, the released models).
+    use_mean_pooling: mean over tokens then ``fc_norm`` (True, official default);
+      False applies ``norm`` to every token and takes token 0, as the official code.
+    init_scale: the head's initial weights are multiplied by it (official
+      ``init_scale``, 0.001 in the fine-tuning scripts; its bias starts at 0).
+    dtype: compute dtype; parameters are float32.
+  """
+  num_classes: int = 400
+  patch_size: int = 16
+  tubelet_size: int = 2
+  embed_dim: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  drop_path_rate: float = 0.0
+  dropout_rate: float = 0.0
+  init_values: float = 0.0
+  use_mean_pooling: bool = True
+  init_scale: float = 0.001
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``x: [batch, time, H, W, c]`` normalised -> logits ``[batch, num_classes]``."""
+    x = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
+                     dtype=self.dtype, name="patch_embed")(x)
+    x = x + _sincos(x.shape[1], self.embed_dim, self.dtype)
+    x = _blocks(x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
+                dtype=self.dtype, kernel_init=_trunc02, train=train)
+    if self.use_mean_pooling:
+      x = _layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
+    else:
+      x = _layer_norm(self.dtype, "norm")(x)[:, 0]
+    self.sow("intermediates", "pre_logits", x)
+    if not self.num_classes:
+      return x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return _head(self.num_classes, self.dtype, self.init_scale, "classes", _trunc02,
+                 "head")(x)
+
+
+class PretrainDecoder(nn.Module):
+  """The pretraining decoder: blocks on all tokens, ``norm`` and ``head`` on the last k."""
+  depth: int
+  num_heads: int
+  mlp_ratio: float
+  out_dim: int
+  drop_path_rate: float
+  init_values: float
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, h: jax.Array, k: int, *, train: bool) -> jax.Array:
+    """``h: [batch, tokens, decoder_embed]`` -> ``[batch, k, out_dim]``."""
+    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
+                dtype=self.dtype, kernel_init=_xavier, train=train)
+    h = _layer_norm(self.dtype, "norm")(h[:, -k:])
+    return _head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head")(h)
+
+
+class VideoMAEPretrain(nn.Module):
+  """The VideoMAE masked autoencoder (official ``PretrainVisionTransformer``).
+
+  The encoder (``patch_embed``, ``blocks_{i}``, ``norm``; the official ``encoder.*``)
+  sees only the visible tokens; ``encoder_to_decoder`` (no bias) maps them to
+  the decoder width, the decoder's sine-cosine table is added to them and to
+  ``mask_token`` copies at the masked positions, ``[visible; masked]`` goes through the
+  decoder, and the masked part through ``decoder/norm`` and ``decoder/head``.
+
+  Attributes:
+    mask_ratio: the tube-masking ratio masks are drawn with; fixes the static number of
+      masked tokens, ``num_masked(num_frames, image_size)``.
+    patch_size, tubelet_size, embed_dim, depth, num_heads, mlp_ratio: the encoder.
+    decoder_embed_dim, decoder_depth, decoder_num_heads: the decoder.
+    drop_path_rate: stochastic depth of the last block of the encoder and of the decoder.
+    init_values: layer scale (0 = none).
+    dtype: compute dtype; parameters are float32.
+  """
+  mask_ratio: float = 0.9
+  patch_size: int = 16
+  tubelet_size: int = 2
+  embed_dim: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  decoder_embed_dim: int = 384
+  decoder_depth: int = DECODER_DEPTH
+  decoder_num_heads: int = 6
+  drop_path_rate: float = 0.0
+  init_values: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  def num_masked(self, num_frames: int, image_size: int) -> int:
+    """Masked tokens per clip of ``num_frames`` frames of ``image_size``²."""
+    t, p = token_grid(num_frames, image_size, self.patch_size, self.tubelet_size)
+    return t * masked_per_slice(p, self.mask_ratio)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool = False) -> jax.Array:
+    """Reconstructs the masked tokens.
+
+    Args:
+      x: normalised clips ``[batch, time, H, W, c]``, H = W.
+      mask: bool ``[batch, tokens]``, True = masked, from `tube_mask` at ``mask_ratio``.
+      train: enables drop path (rng ``'drop_path'``).
+
+    Returns:
+      ``[batch, num_masked, tubelet·patch²·c]`` predicted pixels (normalised patches
+      for ``norm_pix_loss``) of the masked tokens, in increasing token order.
+    """
+    if x.ndim != 5 or x.shape[2] != x.shape[3]:
+      raise ValueError(
+          f"VideoMAEPretrain needs clips [batch, time, H, W, c] with H = W, got {x.shape}.")
+    batch, frames, size = x.shape[0], x.shape[1], x.shape[2]
+    t, p = token_grid(frames, size, self.patch_size, self.tubelet_size)
+    if mask.shape != (batch, t * p):
+      raise ValueError(
+          f"mask shape {mask.shape} should be (batch, tokens) = {(batch, t * p)}.")
+    k = self.num_masked(frames, size)
+    visible, masked = _split_indices(mask, k)
+
+    # Encoder parameters sit at the top level (official: under ``encoder.``), named as
+    # the classifier's, so a pretrained tree initialises a classifier by name.
+    h = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
+                     dtype=self.dtype, name="patch_embed")(x)
+    h = h + _sincos(t * p, self.embed_dim, self.dtype)
+    h = _gather(h, visible)
+    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
+                dtype=self.dtype, kernel_init=_xavier, train=train)
+    h = _layer_norm(self.dtype, "norm")(h)
+    h = nn.Dense(
+        self.decoder_embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+        # official: not re-initialised, PyTorch's Linear default U(±1/sqrt(fan_in))
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+            ("embed", "decoder_embed")),
+        name="encoder_to_decoder")(h)
+    mask_token = self.param(
+        "mask_token", nn.with_logical_partitioning(_trunc02, (None, None, "embed")),
+        (1, 1, self.decoder_embed_dim), jnp.float32)
+    pos = jnp.broadcast_to(_sincos(t * p, self.decoder_embed_dim, self.dtype),
+                           (batch, t * p, self.decoder_embed_dim))
+    h = jnp.concatenate(
+        [h + _gather(pos, visible), mask_token.astype(self.dtype) + _gather(pos, masked)],
+        axis=1)
+    out_dim = self.tubelet_size * self.patch_size ** 2 * x.shape[-1]
+    return PretrainDecoder(self.decoder_depth, self.decoder_num_heads, self.mlp_ratio,
+                           out_dim, self.drop_path_rate, self.init_values, self.dtype,
+                           name="decoder")(h, k, train=train)
+
+
+def _classifier(size: str, num_classes: int = 400, image_size: int = 224,
+                num_frames: int = 16, dtype: Dtype = jnp.float32, **kwargs) -> VideoMAE:
+  """A classifier of official ``size``; ``kwargs`` override `VideoMAE` attributes.
+
+  ``image_size`` and ``num_frames`` are checked against the patch and tubelet; the
+  sine-cosine table follows whatever token grid the input has.
+  """
+  token_grid(num_frames, image_size, kwargs.get("patch_size", 16),
+             kwargs.get("tubelet_size", 2))
+  embed_dim, depth, num_heads, _, _ = SIZES[size]
+  kw = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+  kw.update(kwargs)
+  return VideoMAE(num_classes=num_classes, dtype=dtype, **kw)
+
+
+def _pretrainer(size: str, num_classes: int = 0, image_size: int = 224,
+                num_frames: int = 16, dtype: Dtype = jnp.float32,
+                dropout_rate: float = 0.0, **kwargs) -> VideoMAEPretrain:
+  """A masked autoencoder of official ``size``; ``kwargs`` override `VideoMAEPretrain`."""
+  token_grid(num_frames, image_size, kwargs.get("patch_size", 16),
+             kwargs.get("tubelet_size", 2))
+  if num_classes:
+    raise ValueError(
+        f"videomae_{size}_pretrain has no classification head; num_classes={num_classes} "
+        "must be 0 (fine-tune with videomae_{size}).")
+  if dropout_rate:
+    raise ValueError("the VideoMAE pretrainer has no dropout; set dropout_rate=0.")
+  embed_dim, depth, num_heads, dec_dim, dec_heads = SIZES[size]
+  kw = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            decoder_embed_dim=dec_dim, decoder_num_heads=dec_heads)
+  kw.update(kwargs)
+  return VideoMAEPretrain(dtype=dtype, **kw)
+
+
+def videomae_s(**kwargs) -> VideoMAE:
+  """VideoMAE ViT-S/16 classifier (384 wide, 12 blocks, 6 heads); kwargs as `_classifier`."""
+  return _classifier("s", **kwargs)
+
+
+def videomae_b(**kwargs) -> VideoMAE:
+  """VideoMAE ViT-B/16 classifier (768 wide, 12 blocks, 12 heads)."""
+  return _classifier("b", **kwargs)
+
+
+def videomae_l(**kwargs) -> VideoMAE:
+  """VideoMAE ViT-L/16 classifier (1024 wide, 24 blocks, 16 heads)."""
+  return _classifier("l", **kwargs)
+
+
+def videomae_s_pretrain(**kwargs) -> VideoMAEPretrain:
+  """VideoMAE ViT-S/16 masked autoencoder, decoder 192 wide, 3 heads, 4 blocks."""
+  return _pretrainer("s", **kwargs)
+
+
+def videomae_b_pretrain(**kwargs) -> VideoMAEPretrain:
+  """VideoMAE ViT-B/16 masked autoencoder, decoder 384 wide, 6 heads, 4 blocks."""
+  return _pretrainer("b", **kwargs)
+
+
+def videomae_l_pretrain(**kwargs) -> VideoMAEPretrain:
+  """VideoMAE ViT-L/16 masked autoencoder, decoder 512 wide, 8 heads, 4 blocks."""
+  return _pretrainer("l", **kwargs)
