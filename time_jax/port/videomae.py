@@ -395,8 +395,8 @@ def verify_official(state: Mapping[str, np.ndarray], variables: Mapping[str, Any
   with torch.no_grad():
     if arch.pretrain:
       model = model.clone(mask_ratio=0.5)
-      mask = np.asarray(vm.tube_mask(jax.random.key(seed), 1, frames, size,
-                                     arch.patch_size, arch.tubelet_size, 0.5))
+      mask = np.array(vm.tube_mask(jax.random.key(seed), 1, frames, size,
+                                   arch.patch_size, arch.tubelet_size, 0.5))
       theirs = hf(xt, bool_masked_pos=torch.from_numpy(mask)).logits.numpy()
       ours = np.asarray(model.apply(variables, x, mask))
     else:
