@@ -1,0 +1,75 @@
+"""On-device mixup / cutmix with label smoothing (timm ``Mixup``, batch mode), for clips.
+
+Runs inside the jitted train step on the arranged, normalised clips. As timm's
+``Mixup(mode='batch')`` used by the VideoMAE fine-tuning scripts: with probability
+``prob`` the batch is mixed with its reverse (``x.flip(0)``), by cutmix with
+probability ``switch_prob`` (when both alphas are > 0) or else by mixup;
+``lam ~ Beta(alpha, alpha)``; the cutmix box (area ``1 - lam``, the same in every
+frame) is clipped to the image and ``lam`` corrected to the pasted area; targets are
+``lam · smooth(y) + (1 - lam) · smooth(y.flip(0))`` with smoothing ``ε``:
+``1 - ε + ε/C`` on the class, ``ε/C`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+  """``[batch]`` int -> ``[batch, num_classes]`` float32 smoothed one-hot targets."""
+  off = smoothing / num_classes
+  return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * (1.0 - smoothing) + off
+
+
+def _cutmix_box(key: jax.Array, lam: jax.Array, height: int, width: int) -> jax.Array:
+  """bool ``[H, W]``, True inside a box of area ≈ ``(1 - lam)·H·W`` (clipped)."""
+  cut = jnp.sqrt(1.0 - lam)
+  ch, cw = (cut * height).astype(jnp.int32), (cut * width).astype(jnp.int32)
+  ky, kx = jax.random.split(key)
+  cy = jax.random.randint(ky, (), 0, height)
+  cx = jax.random.randint(kx, (), 0, width)
+  y0, y1 = jnp.clip(cy - ch // 2, 0, height), jnp.clip(cy + ch // 2, 0, height)
+  x0, x1 = jnp.clip(cx - cw // 2, 0, width), jnp.clip(cx + cw // 2, 0, width)
+  ys = jnp.arange(height)[:, None]
+  xs = jnp.arange(width)[None, :]
+  return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+def mix(key: jax.Array, x: jax.Array, labels: jax.Array, *, num_classes: int,
+        mixup_alpha: float, cutmix_alpha: float, prob: float, switch_prob: float,
+        smoothing: float) -> tuple[jax.Array, jax.Array]:
+  """Mixes a batch of clips and their targets.
+
+  Args:
+    key: PRNG key.
+    x: ``[batch, time, H, W, c]`` clips.
+    labels: int ``[batch]``.
+    num_classes, smoothing: targets.
+    mixup_alpha, cutmix_alpha: Beta parameters; 0 disables that kind.
+    prob: probability of mixing this batch at all; switch_prob: of cutmix over mixup.
+
+  Returns:
+    ``(x mixed, targets [batch, num_classes] float32)``.
+  """
+  targets = smooth_one_hot(labels, num_classes, smoothing)
+  if prob <= 0 or (mixup_alpha <= 0 and cutmix_alpha <= 0):
+    return x, targets
+  k_apply, k_switch, k_mix, k_cut, k_box = jax.random.split(key, 5)
+  apply = jax.random.uniform(k_apply) < prob
+  if mixup_alpha > 0 and cutmix_alpha > 0:
+    use_cutmix = jax.random.uniform(k_switch) < switch_prob
+  else:
+    use_cutmix = jnp.asarray(cutmix_alpha > 0)
+  lam_mix = jax.random.beta(k_mix, max(mixup_alpha, 1e-3), max(mixup_alpha, 1e-3))
+  lam_cut = jax.random.beta(k_cut, max(cutmix_alpha, 1e-3), max(cutmix_alpha, 1e-3))
+  height, width = x.shape[-3], x.shape[-2]
+  box = _cutmix_box(k_box, lam_cut, height, width)
+  lam_cut = 1.0 - box.mean()  # the area actually pasted
+  lam = jnp.where(apply, jnp.where(use_cutmix, lam_cut, lam_mix), 1.0)
+  flipped = x[::-1]
+  mixed_up = lam.astype(x.dtype) * x + (1.0 - lam).astype(x.dtype) * flipped
+  cut = jnp.where(box[None, None, :, :, None], flipped, x)
+  x = jnp.where(apply, jnp.where(use_cutmix, cut, mixed_up), x)
+  targets = lam * targets + (1.0 - lam) * targets[::-1]
+  return x, targets

@@ -1,0 +1,352 @@
+"""The training / evaluation loop: data, model, sharded state, steps, checkpoints, logs.
+
+`train_and_evaluate(config, workdir)` runs ``config.mode``:
+
+* ``finetune``: classification with mixup/cutmix; evaluates (multi-view, top-1/top-5,
+  per-class accuracy, confusion matrix) every ``train.eval_every`` steps and at the end.
+* ``pretrain``: VideoMAE masked autoencoding; evaluates the reconstruction loss and
+  logs reconstructions of a fixed eval batch as images.
+* ``eval``: evaluates the workdir's latest checkpoint, or ``checkpoint.init_from``.
+
+A workdir with a checkpoint resumes from it (state, RNG and the data iterator), so a
+run killed at any point and started again with the same command ends as an
+uninterrupted one. SIGTERM saves the current step and returns. A non-finite loss stops
+the run naming the step, before anything non-finite is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import parameter_overview
+from jax.experimental import multihost_utils
+
+from time_jax import models
+from time_jax.data import pipeline
+from time_jax.data import protocols
+from time_jax.models import videomae
+from time_jax.train import checkpoint as ckpt_lib
+from time_jax.train import metrics as metrics_lib
+from time_jax.train import optimizer as optimizer_lib
+from time_jax.train import sharding
+from time_jax.train import state as state_lib
+from time_jax.train import steps as steps_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class _Preemption:
+  """Set by SIGTERM; the loop saves and returns at the next step boundary."""
+  requested: bool = False
+
+  def __call__(self, signum, frame):
+    del frame
+    logging.warning("Signal %d: saving a checkpoint and stopping after this step.", signum)
+    self.requested = True
+
+  def check(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      # All processes must agree on the step they stop at.
+      return multihost_utils.reached_preemption_sync_point(step) or self.requested
+    return self.requested
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The model of ``config.model`` for the TIME output clip ``[t_out, H*, W*]``."""
+  kwargs = dict(config.model.kwargs)
+  if config.mode == "pretrain":
+    kwargs["mask_ratio"] = config.pretrain.mask_ratio
+    num_classes = 0
+  return models.create(config.model.name, num_classes=num_classes,
+                       image_size=config.image_size, num_frames=config.time.t_out,
+                       dtype=steps_lib.compute_dtype(config), **kwargs)
+
+
+def _init_fn(model, config):
+  """``rng -> {'params', 'batch_stats'?}`` on a one-clip dummy input."""
+  x = jnp.zeros((1, config.time.t_out, config.image_size, config.image_size, 3),
+                steps_lib.compute_dtype(config))
+
+  def init(rng):
+    if config.mode == "pretrain":
+      mask = videomae.tube_mask(rng, 1, config.time.t_out, config.image_size,
+                                model.patch_size, model.tubelet_size, model.mask_ratio)
+      variables = model.init({"params": rng}, x, mask, train=False)
+    else:
+      variables = model.init({"params": rng}, x, train=False)
+    return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+  return init
+
+
+def _total_steps(config, steps_per_epoch: int) -> int:
+  if config.train.num_steps > 0:
+    return int(config.train.num_steps)
+  return max(1, int(math.ceil(config.train.num_epochs * steps_per_epoch)))
+
+
+def _merge_matching(target: dict, source: dict, prefix: str = "") -> tuple[dict, list, list]:
+  """Copies ``source`` leaves into ``target`` where path and shape agree."""
+  out, copied, skipped = {}, [], []
+  for k, v in target.items():
+    path = f"{prefix}/{k}"
+    if isinstance(v, dict):
+      sub = source.get(k) if isinstance(source, dict) else None
+      out[k], c, s = _merge_matching(v, sub if isinstance(sub, dict) else {}, path)
+      copied += c
+      skipped += s
+    elif isinstance(source, dict) and k in source and np.shape(source[k]) == v.shape:
+      out[k] = np.asarray(source[k], v.dtype)
+      copied.append(path)
+    else:
+      out[k] = v
+      skipped.append(path)
+  return out, copied, skipped
+
+
+def _init_from(config, workdir: str, state, state_shardings):
+  """Loads ``checkpoint.init_from`` (a previous run's workdir or a ported checkpoint)."""
+  path = config.checkpoint.init_from
+  if not os.path.isabs(path):
+    path = os.path.normpath(os.path.join(workdir, path))
+  target = {"params": jax.device_get(state.params)}
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    source = {"params": ckpt_lib.restore_params(path)}
+    merged, copied, skipped = _merge_matching(target, source)
+    logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path,
+                 len(copied), len(skipped), skipped[:20])
+  else:
+    from time_jax.port import common  # pylint: disable=g-import-not-at-top
+    from time_jax.models import pretrained  # pylint: disable=g-import-not-at-top
+    source, _ = common.restore(path)
+    merged = pretrained.load_into(target, source, model_name=config.model.name)
+  params = jax.device_put(merged["params"], state_shardings.params)
+  return state.replace(params=params)
+
+
+def _gather(x) -> np.ndarray:
+  """A process-local or global batch-sharded array -> the global numpy batch."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class Trainer:
+  """Holds what one run needs; `run` executes ``config.mode``."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None,
+               splits: protocols.Splits | None = None, reader=None):
+    self.config, self.workdir = config, os.path.abspath(workdir)
+    os.makedirs(self.workdir, exist_ok=True)
+    self.writer = metrics_lib.Writer(self.workdir)
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    logging.info("%s", sharding.describe(self.mesh))
+    self.writer.text("config", f"<pre>{config}</pre>")
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+    splits = splits if splits is not None else protocols.load(config.dataset)
+    self.train_ds, self.train_info = pipeline.build(config, "train", splits=splits,
+                                                    reader=reader)
+    self.eval_ds, self.eval_info = pipeline.build(config, "eval", splits=splits,
+                                                  reader=reader)
+    self.num_classes = self.train_info.num_classes
+    self.model = build_model(config, self.num_classes)
+    self.steps_per_epoch = max(1, self.train_info.steps_per_epoch)
+    self.total_steps = _total_steps(config, self.steps_per_epoch)
+    self.schedule = optimizer_lib.schedule(config, self.steps_per_epoch, self.total_steps)
+
+    rng = jax.random.PRNGKey(config.seed)
+    with self.mesh:
+      self.state, self.shardings, self.tx = state_lib.create(
+          _init_fn(self.model, config),
+          lambda p: optimizer_lib.create(config, p, self.steps_per_epoch, self.total_steps),
+          rng, self.mesh)
+    logging.info("Parameters:\n%s",
+                 parameter_overview.get_parameter_overview(self.state.params,
+                                                           include_stats=False))
+    self.ckpt = ckpt_lib.Checkpointer(self.workdir, config)
+    self.pretrain = config.mode == "pretrain"
+    if self.pretrain:
+      step_fn = steps_lib.make_pretrain_step(self.model, config, self.tx)
+      self.eval_step = steps_lib.jit_eval_step(
+          steps_lib.make_pretrain_eval_step(self.model, config), self.shardings, self.mesh,
+          with_rng=True)
+    else:
+      step_fn = steps_lib.make_finetune_step(self.model, config, self.tx, self.num_classes)
+      self.eval_step = steps_lib.jit_eval_step(
+          steps_lib.make_eval_step(self.model, config), self.shardings, self.mesh)
+    self.train_step = steps_lib.jit_train_step(step_fn, self.shardings, self.mesh)
+
+  # --------------------------------------------------------------------------- eval
+  def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
+    """Runs the eval split once; logs and returns the scalars."""
+    start = time.time()
+    if self.pretrain:
+      out = self._evaluate_pretrain(step)
+    else:
+      acc = metrics_lib.EvalAccumulator(self.num_classes)
+      for batch in iter(self.eval_ds):
+        gb = steps_lib.global_batch(batch, self.mesh, keys=("frames",))
+        logits = _gather(self.eval_step(self.state, gb))
+        acc.add(logits, *(_gather(batch[k]) for k in ("label", "index", "valid")))
+      res = acc.result()
+      out = {"eval/top1": res["top1"], "eval/top5": res["top5"],
+             "eval/num_videos": res["num_videos"]}
+      if final and jax.process_index() == 0:
+        metrics_lib.write_confusion(res, self.eval_info.class_names, self.workdir)
+        with open(os.path.join(self.workdir, "eval_results.json"), "w") as f:
+          json.dump(dict(step=step, top1=res["top1"], top5=res["top5"],
+                         num_videos=res["num_videos"],
+                         mean_class_accuracy=float(np.nanmean(res["per_class"]))), f,
+                    indent=2)
+    out.update({f"eval/{k.split('/')[-1]}": v
+                for k, v in self.eval_info.monitor.metrics().items()})
+    out["eval/seconds"] = time.time() - start
+    self.writer.scalars(step, out)
+    return out
+
+  def _evaluate_pretrain(self, step: int) -> dict[str, float]:
+    total, count, images = 0.0, 0, None
+    base = jax.random.PRNGKey(self.config.seed + 1)  # the same masks at every eval
+    for i, batch in enumerate(iter(self.eval_ds)):
+      gb = steps_lib.global_batch(batch, self.mesh, keys=("frames",))
+      loss, orig, masked, recon = self.eval_step(self.state, gb, jax.random.fold_in(base, i))
+      loss, valid = _gather(loss), _gather(batch["valid"])
+      total += float(loss[valid].sum())
+      count += int(valid.sum())
+      if i == 0:
+        k = self.config.pretrain.recon_images
+        images = [_gather(a)[:k] for a in (orig, masked, recon)]
+    if images is not None and len(images[0]):
+      # one image per clip: rows input / masked / reconstruction, frames left to right
+      rows = [np.concatenate(list(a), axis=-2) for a in images]  # [k, H, t·W, 3] each
+      self.writer.images(step, {"reconstruction": np.concatenate(rows, axis=-3)})
+    return {"eval/loss": total / max(count, 1)}
+
+  # -------------------------------------------------------------------------- train
+  def _restore_or_init(self, train_iter) -> int:
+    latest = self.ckpt.latest_step()
+    if latest is not None:
+      self.state = self.ckpt.restore(latest, self.state, train_iter)
+      return int(latest)
+    if self.config.checkpoint.init_from:
+      self.state = _init_from(self.config, self.workdir, self.state, self.shardings)
+    return 0
+
+  def _flush(self, window: list, step: int, tick: float, first_step: int) -> None:
+    """Checks the window's losses are finite, then logs their means."""
+    if not window:
+      return
+    fetched = jax.device_get(window)
+    for s, m in fetched:
+      if not np.isfinite(m["loss"]):
+        raise NonFiniteLossError(
+            f"The training loss is {m['loss']} at step {s}; stopping. The last good "
+            f"checkpoint in {self.ckpt.directory} is step {self.ckpt.latest_step()}. "
+            "Lower optimizer.base_lr, raise warmup or set optimizer.clip_norm.")
+    collection = metrics_lib.train_collection(list(fetched[0][1]))
+    agg = collection.empty()
+    for _, m in fetched:
+      agg = agg.merge(collection.single_from_model_output(**m))
+    out = {f"train/{k}": float(v) for k, v in agg.compute().items()}
+    elapsed = time.time() - tick
+    rate = len(window) / max(elapsed, 1e-9)
+    out["train/lr"] = float(self.schedule(step - 1))
+    out["train/steps_per_sec"] = rate
+    out["train/clips_per_sec"] = rate * self.config.input.batch_size
+    out["train/eta_minutes"] = (self.total_steps - step) / rate / 60
+    out["train/epoch"] = step / self.steps_per_epoch
+    out.update(self.train_info.monitor.metrics())
+    del first_step
+    self.writer.scalars(step, out)
+    window.clear()
+
+  def train(self) -> dict[str, Any]:
+    """Trains to ``total_steps`` (or a SIGTERM); returns the final eval scalars."""
+    config = self.config
+    train_iter = iter(self.train_ds)
+    step = self._restore_or_init(train_iter)
+    logging.info("Training %s from step %d to %d (%d steps/epoch).", config.mode, step,
+                 self.total_steps, self.steps_per_epoch)
+    base_rng = jax.device_get(self.state.rng)  # the state (and its rng) is donated
+    preempt = _Preemption()
+    old_handler = signal.signal(signal.SIGTERM, preempt)
+    t = config.train
+    window, tick, last_eval = [], time.time(), {}
+    try:
+      while step < self.total_steps:
+        batch = next(train_iter)
+        keys = ("frames",) if self.pretrain else ("frames", "label")
+        gb = steps_lib.global_batch(batch, self.mesh, keys=keys)
+        self.state, m = self.train_step(self.state, gb, jax.random.fold_in(base_rng, step))
+        step += 1
+        window.append((step, m))
+        stop = preempt.check(step)
+        save = step % config.checkpoint.every_steps == 0 or step == self.total_steps or stop
+        do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step < self.total_steps
+        if step % t.log_every == 0 or save or do_eval:
+          self._flush(window, step, tick, step)
+          tick = time.time()
+        score = None
+        if do_eval:
+          last_eval = self.evaluate(step)
+          score = self._score(last_eval)
+          tick = time.time()
+        if save and not (step == self.total_steps and t.eval_at_end):
+          self.ckpt.save(step, self.state, train_iter, score=score)
+        if stop:
+          self.ckpt.wait()
+          logging.warning("Stopped by signal at step %d; the checkpoint is saved.", step)
+          return {"preempted_at": step}
+      if t.eval_at_end:
+        last_eval = self.evaluate(step, final=True)
+        if self.ckpt.latest_step() != step:
+          self.ckpt.save(step, self.state, train_iter, score=self._score(last_eval))
+      return last_eval
+    finally:
+      signal.signal(signal.SIGTERM, old_handler)
+      self.ckpt.wait()
+
+  def _score(self, eval_out: dict[str, float]) -> float:
+    return -eval_out["eval/loss"] if self.pretrain else eval_out["eval/top1"]
+
+  def run(self) -> dict[str, Any]:
+    try:
+      with self.mesh:
+        if self.config.mode == "eval":
+          step = self._restore_or_init(None)
+          return self.evaluate(step, final=True)
+        return self.train()
+    finally:
+      self.ckpt.close()
+      self.writer.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None,
+                       splits: protocols.Splits | None = None,
+                       reader=None) -> dict[str, Any]:
+  """Runs ``config.mode`` in ``workdir``; returns the last eval scalars.
+
+  Args:
+    config: a validated config (`time_jax.config.validate`).
+    workdir: where checkpoints, logs, ``config.json`` and eval reports go.
+    devices: the mesh's devices (default: all devices of all processes).
+    splits, reader: records and a clip reader instead of ``config.dataset``'s
+      (tests, or callers with their own source); see `pipeline.build`.
+  """
+  return Trainer(config, workdir, devices, splits=splits, reader=reader).run()

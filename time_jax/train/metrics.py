@@ -1,0 +1,153 @@
+"""Metric aggregation, multi-view evaluation and the writers (TensorBoard, console, JSONL).
+
+* Training metrics are aggregated over a log window with ``clu.metrics`` (`train_collection`).
+* Evaluation averages the logits of every view of a video (same ``index``), then
+  computes top-1 / top-5, per-class accuracy and the confusion matrix (`EvalAccumulator`),
+  written as CSV and a matplotlib plot (`write_confusion`).
+* `Writer` writes scalars and images to TensorBoard event files with tensorboardX, to the
+  log and to ``metrics.jsonl`` (one JSON object a line, read by tests and scripts);
+  only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from clu import metrics as clu_metrics
+
+
+def train_collection(names: Sequence[str]) -> type[clu_metrics.Collection]:
+  """A ``clu.metrics.Collection`` averaging each named scalar step output."""
+  return clu_metrics.Collection.create(
+      **{n: clu_metrics.Average.from_output(n) for n in names})
+
+
+class EvalAccumulator:
+  """Sums logits per video over views; reports accuracy after all batches."""
+
+  def __init__(self, num_classes: int):
+    self.num_classes = num_classes
+    self.logits: dict[int, np.ndarray] = {}
+    self.views: dict[int, int] = {}
+    self.labels: dict[int, int] = {}
+
+  def add(self, logits: np.ndarray, label: np.ndarray, index: np.ndarray,
+          valid: np.ndarray) -> None:
+    """One gathered batch: ``logits [B, C]``, ``label, index, valid [B]``."""
+    probs = np.asarray(logits, np.float64)
+    for row, lab, idx, ok in zip(probs, label, index, valid):
+      if not ok:
+        continue
+      idx = int(idx)
+      self.logits[idx] = self.logits.get(idx, 0.0) + row
+      self.views[idx] = self.views.get(idx, 0) + 1
+      self.labels[idx] = int(lab)
+
+  def result(self) -> dict[str, Any]:
+    """``top1``, ``top5`` (fractions), ``num_videos``, ``per_class`` ``[C]`` (NaN for
+    classes without videos) and ``confusion`` ``[C, C]`` (rows: true, columns: predicted).
+    """
+    c = self.num_classes
+    if not self.logits:
+      return dict(top1=float("nan"), top5=float("nan"), num_videos=0,
+                  per_class=np.full(c, np.nan), confusion=np.zeros((c, c), np.int64))
+    idx = sorted(self.logits)
+    logits = np.stack([self.logits[i] / self.views[i] for i in idx])
+    labels = np.asarray([self.labels[i] for i in idx])
+    pred = logits.argmax(-1)
+    k = min(5, c)
+    topk = np.argsort(-logits, axis=-1)[:, :k]
+    confusion = np.zeros((c, c), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    totals = confusion.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      per_class = np.where(totals > 0, np.diag(confusion) / np.maximum(totals, 1), np.nan)
+    return dict(top1=float(np.mean(pred == labels)),
+                top5=float(np.mean((topk == labels[:, None]).any(-1))),
+                num_videos=len(idx), per_class=per_class, confusion=confusion)
+
+
+def write_confusion(result: dict[str, Any], class_names: Sequence[str], out_dir: str,
+                    prefix: str = "eval") -> None:
+    """Writes ``{prefix}_confusion.csv``, ``{prefix}_per_class.csv`` and a PNG plot."""
+    os.makedirs(out_dir, exist_ok=True)
+    conf, names = result["confusion"], list(class_names)
+    if len(names) != len(conf):
+      names = [f"class_{i:03d}" for i in range(len(conf))]
+    with open(os.path.join(out_dir, f"{prefix}_confusion.csv"), "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["true \\ predicted"] + names)
+      for name, row in zip(names, conf):
+        w.writerow([name] + row.tolist())
+    with open(os.path.join(out_dir, f"{prefix}_per_class.csv"), "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["class", "videos", "accuracy"])
+      for name, total, acc in zip(names, conf.sum(1), result["per_class"]):
+        w.writerow([name, int(total), f"{acc:.4f}"])
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+    size = max(4.0, min(0.25 * len(names), 40.0))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if len(names) <= 60:
+      ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+      ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"top-1 {100 * result['top1']:.2f}% ({result['num_videos']} videos)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{prefix}_confusion.png"), dpi=120)
+    plt.close(fig)
+
+
+class Writer:
+  """Scalars and images to TensorBoard (tensorboardX), the log and ``metrics.jsonl``."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self._tb = None
+    self._jsonl = None
+    if self.active:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if not self.active:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    for k, v in values.items():
+      self._tb.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps(dict(step=int(step), **values)) + "\n")
+    self._jsonl.flush()
+    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.5g}" for k, v in values.items()))
+
+  def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+    """``images``: name -> ``[N, H, W, 3]`` float in [0, 1]."""
+    if not self.active:
+      return
+    for k, v in images.items():
+      self._tb.add_images(k, np.asarray(v, np.float32), step, dataformats="NHWC")
+
+  def text(self, tag: str, text: str) -> None:
+    if self.active:
+      self._tb.add_text(tag, text, 0)
+
+  def flush(self) -> None:
+    if self.active:
+      self._tb.flush()
+      self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.active:
+      self._tb.close()
+      self._jsonl.close()

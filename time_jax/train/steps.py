@@ -1,0 +1,238 @@
+"""Pure train / eval steps: ``train_step(state, batch, rng) -> (state, metrics)``.
+
+Each step takes the uint8 batch of the input pipeline and runs, on device, the TIME
+arrangement and normalisation (`time_layer.preprocess`), then mixup/cutmix
+(fine-tuning) or tube masking (pretraining), the forward and backward pass and the
+optimizer update. With ``optimizer.accum_steps = a`` the batch is cut into ``a``
+micro-batches whose gradients are averaged by a ``lax.scan`` (one optimizer update per
+step, memory of one micro-batch). `jit_train_step` / `jit_eval_step` jit them once with
+explicit shardings and the state donated.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import einops
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding
+
+from time_jax import time_layer
+from time_jax.models import videomae
+from time_jax.train import augment
+from time_jax.train import sharding
+from time_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  return _DTYPES[config.model.dtype]
+
+
+def _inputs(config, frames: jax.Array) -> jax.Array:
+  """uint8 ``[b, t_out·n·n, h, w, 3]`` -> normalised ``[b, t_out, H, W, 3]``."""
+  size = (config.image_size, config.image_size)
+  return time_layer.preprocess(frames, n=config.time.n, arrangement=config.time.arrangement,
+                               size=size, dtype=compute_dtype(config))
+
+
+def _micro_batches(tree: Any, accum: int) -> Any:
+  """``[B, ...]`` -> ``[accum, B/accum, ...]``; each micro-batch keeps the batch sharding."""
+  def split(x):
+    x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, tree)
+
+
+def _accumulate(loss_and_aux: Callable, params, batch_stats, batch: Batch, rng: jax.Array,
+                accum: int):
+  """Mean gradients and metrics over ``accum`` micro-batches (a scan when > 1).
+
+  ``loss_and_aux(params, batch_stats, micro_batch, rng) -> (loss, (batch_stats, metrics))``.
+  """
+  grad_fn = jax.value_and_grad(loss_and_aux, has_aux=True)
+  if accum == 1:
+    (_, (batch_stats, metrics)), grads = grad_fn(params, batch_stats, batch, rng)
+    return grads, batch_stats, metrics
+
+  def body(carry, xs):
+    grads_sum, stats = carry
+    micro, i = xs
+    (_, (stats, metrics)), grads = grad_fn(params, stats, micro, jax.random.fold_in(rng, i))
+    return (jax.tree.map(jnp.add, grads_sum, grads), stats), metrics
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (grads, batch_stats), metrics = jax.lax.scan(
+      body, (zeros, batch_stats), (_micro_batches(batch, accum), jnp.arange(accum)))
+  grads = jax.tree.map(lambda g: g / accum, grads)
+  return grads, batch_stats, jax.tree.map(jnp.mean, metrics)
+
+
+def _apply_update(state: TrainState, tx: optax.GradientTransformation, grads, batch_stats,
+                  metrics: Metrics) -> tuple[TrainState, Metrics]:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                 param_norm=optax.global_norm(params))
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       batch_stats=batch_stats), metrics
+
+
+def make_finetune_step(model: nn.Module, config: ml_collections.ConfigDict,
+                       tx: optax.GradientTransformation, num_classes: int):
+  """The classification step (mixup/cutmix, label smoothing, drop path, dropout)."""
+  t = config.train
+
+  def loss_and_aux(params, batch_stats, batch, rng):
+    k_mix, k_drop, k_path = jax.random.split(rng, 3)
+    x = _inputs(config, batch["frames"])
+    x, targets = augment.mix(
+        k_mix, x, batch["label"], num_classes=num_classes, mixup_alpha=t.mixup_alpha,
+        cutmix_alpha=t.cutmix_alpha, prob=t.mixup_prob, switch_prob=t.mixup_switch_prob,
+        smoothing=t.label_smoothing)
+    variables = {"params": params}
+    mutable = False
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+      mutable = ["batch_stats"]
+    out = model.apply(variables, x, train=True, rngs={"dropout": k_drop, "drop_path": k_path},
+                      mutable=mutable)
+    logits, new_vars = out if mutable else (out, {})
+    logits = logits.astype(jnp.float32)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return loss, (new_vars.get("batch_stats", batch_stats), dict(loss=loss, accuracy=accuracy))
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    """``batch``: ``frames`` uint8 ``[B, t_out·n·n, h, w, 3]``, ``label`` int ``[B]``."""
+    batch = {"frames": batch["frames"], "label": batch["label"]}
+    grads, batch_stats, metrics = _accumulate(
+        loss_and_aux, state.params, state.batch_stats, batch, rng,
+        config.optimizer.accum_steps)
+    return _apply_update(state, tx, grads, batch_stats, metrics)
+
+  return train_step
+
+
+def _mask(model, config, key: jax.Array, batch: int) -> jax.Array:
+  return videomae.tube_mask(key, batch, config.time.t_out, config.image_size,
+                            model.patch_size, model.tubelet_size, model.mask_ratio)
+
+
+def _pretrain_loss(model, config, pred, x, mask):
+  return videomae.pretrain_loss(pred, x, mask, patch_size=model.patch_size,
+                                tubelet_size=model.tubelet_size,
+                                norm_pix_loss=config.pretrain.norm_pix_loss)
+
+
+def make_pretrain_step(model: nn.Module, config: ml_collections.ConfigDict,
+                       tx: optax.GradientTransformation):
+  """The VideoMAE masked-autoencoding step: tube mask drawn on device, MSE on masked."""
+
+  def loss_and_aux(params, batch_stats, batch, rng):
+    k_mask, k_path = jax.random.split(rng)
+    x = _inputs(config, batch["frames"])
+    mask = _mask(model, config, k_mask, x.shape[0])
+    pred = model.apply({"params": params}, x, mask, train=True, rngs={"drop_path": k_path})
+    loss = _pretrain_loss(model, config, pred, x, mask)
+    return loss, (batch_stats, dict(loss=loss))
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    """``batch``: ``frames`` uint8 ``[B, t_out·n·n, h, w, 3]``."""
+    grads, batch_stats, metrics = _accumulate(
+        loss_and_aux, state.params, state.batch_stats, {"frames": batch["frames"]}, rng,
+        config.optimizer.accum_steps)
+    return _apply_update(state, tx, grads, batch_stats, metrics)
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
+  """Classification: ``eval_step(state, batch) -> logits [B, classes]`` float32."""
+
+  def eval_step(state: TrainState, batch: Batch) -> jax.Array:
+    variables = {"params": state.params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+    logits = model.apply(variables, _inputs(config, batch["frames"]), train=False)
+    return logits.astype(jnp.float32)
+
+  return eval_step
+
+
+def _unpatchify(patches: jax.Array, t: int, size: int, patch: int, tubelet: int) -> jax.Array:
+  return einops.rearrange(
+      patches, "b (t h w) (p0 p1 p2 c) -> b (t p0) (h p1) (w p2) c",
+      t=t // tubelet, h=size // patch, w=size // patch, p0=tubelet, p1=patch, p2=patch)
+
+
+def make_pretrain_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
+  """Pretraining eval: ``(state, batch, rng) -> (loss [B], original, masked, recon)``.
+
+  The images are ``[B, t_out, H, W, 3]`` in [0, 1]: the input, the input with masked
+  patches greyed out, and the reconstruction (visible patches from the input; with
+  ``norm_pix_loss`` predictions un-normalised with each input patch's mean / std, as
+  the official visualisation).
+  """
+  mean = jnp.asarray(time_layer.IMAGENET_MEAN)
+  std = jnp.asarray(time_layer.IMAGENET_STD)
+
+  def eval_step(state: TrainState, batch: Batch, rng: jax.Array):
+    x = _inputs(config, batch["frames"])
+    b, t, size = x.shape[0], x.shape[1], x.shape[2]
+    p, tub = model.patch_size, model.tubelet_size
+    mask = _mask(model, config, rng, b)
+    pred = model.apply({"params": state.params}, x, mask, train=False).astype(jnp.float32)
+    targets = videomae.pretrain_targets(
+        x, mask, num_masked=pred.shape[1], patch_size=p, tubelet_size=tub,
+        norm_pix_loss=config.pretrain.norm_pix_loss)
+    loss = jnp.mean(jnp.square(pred - targets), axis=(1, 2))
+    frames = jnp.clip(x.astype(jnp.float32) * std + mean, 0.0, 1.0)
+    patches = videomae.patchify(frames, p, tub)  # [b, tokens, (p0 p1 p2 c)]
+    # masked tokens in increasing order (as the predictions): their positions
+    order = jnp.argsort(mask.astype(jnp.int32), axis=-1, stable=True)[:, -pred.shape[1]:]
+    rows = jnp.arange(b)[:, None]
+    if config.pretrain.norm_pix_loss:
+      v = patches.reshape(*patches.shape[:2], -1, 3)
+      mu = v.mean(-2, keepdims=True)[rows, order]
+      sd = jnp.sqrt(v.var(-2, keepdims=True, ddof=1))[rows, order] + 1e-6
+      pred = (pred.reshape(*pred.shape[:2], -1, 3) * sd + mu).reshape(pred.shape)
+    recon_patches = jnp.zeros_like(patches).at[rows, order].set(pred)
+    m = mask[..., None]
+    recon = jnp.where(m, recon_patches, patches)
+    masked_in = jnp.where(m, 0.5, patches)
+    unp = functools.partial(_unpatchify, t=t, size=size, patch=p, tubelet=tub)
+    return loss, frames, jnp.clip(unp(masked_in), 0, 1), jnp.clip(unp(recon), 0, 1)
+
+  return eval_step
+
+
+def jit_train_step(step_fn, state_shardings: Any, mesh: Mesh):
+  """``jax.jit`` with the state donated; batch over ``data × fsdp``; metrics replicated."""
+  data = sharding.batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  return jax.jit(step_fn, in_shardings=(state_shardings, data, rep),
+                 out_shardings=(state_shardings, rep), donate_argnums=(0,))
+
+
+def jit_eval_step(step_fn, state_shardings: Any, mesh: Mesh, with_rng: bool = False):
+  """``jax.jit`` of an eval step; outputs keep the batch sharding."""
+  data = sharding.batch_sharding(mesh)
+  ins = (state_shardings, data) + ((sharding.replicated(mesh),) if with_rng else ())
+  return jax.jit(step_fn, in_shardings=ins, out_shardings=data)
+
+
+def global_batch(batch: dict[str, Any], mesh: Mesh, keys=None) -> Batch:
+  """This process's numpy batch -> global ``jax.Array``s sharded over ``data × fsdp``."""
+  s: NamedSharding = sharding.batch_sharding(mesh)
+  keys = keys or batch.keys()
+  return {k: jax.make_array_from_process_local_data(s, batch[k]) for k in keys}
