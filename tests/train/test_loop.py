@@ -1,0 +1,166 @@
+"""End-to-end loop tests on the moving-square source: resume, SIGTERM, NaN, learning."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from time_jax.train import loop
+
+DRIVER = os.path.join(os.path.dirname(__file__), "run_moving.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _env(sleep=0.0):
+  env = dict(os.environ, MOVING_READ_SLEEP=str(sleep), PYTHONPATH=REPO)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  return env
+
+
+def _start(workdir, *overrides, sleep=0.0):
+  return subprocess.Popen([sys.executable, DRIVER, str(workdir), "finetune", *overrides],
+                          env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _losses(workdir):
+  """step -> train loss, the last logged value of each step (re-runs overwrite)."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      if "train/loss" in rec:
+        out[rec["step"]] = rec["train/loss"]
+  return out
+
+
+def _logged_steps(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    steps = [json.loads(l)["step"] for l in f if "train/loss" in l]
+  return max(steps, default=0)
+
+
+def _params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  with ocp.PyTreeCheckpointer() as ckptr:
+    tree = ckptr.restore(path)
+  return tree["params"], int(tree["step"])
+
+
+def _wait_for_step(proc, workdir, step, timeout=240):
+  start = time.time()
+  while _logged_steps(workdir) < step:
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() - start < timeout
+    time.sleep(0.05)
+
+
+def _flat(tree, prefix=""):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}/{k}"))
+    return out
+  return {prefix: np.asarray(tree)}
+
+
+ARGS = ("train.num_steps=12", "checkpoint.every_steps=3", "train.eval_at_end=False")
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+  ref = _start(tmp_path / "ref", *ARGS)
+  assert ref.wait(timeout=300) == 0, ref.stdout.read()
+
+  killed = tmp_path / "killed"
+  kill_at = random.Random().randint(4, 10)
+  proc = _start(killed, *ARGS, sleep=0.02)
+  _wait_for_step(proc, killed, kill_at)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert 12 not in _losses(killed), "the run finished before it was killed"
+  again = _start(killed, *ARGS)
+  assert again.wait(timeout=300) == 0, again.stdout.read()
+
+  want, got = _losses(tmp_path / "ref"), _losses(killed)
+  assert sorted(got) == sorted(want) == list(range(1, 13))
+  np.testing.assert_allclose([got[s] for s in range(1, 13)],
+                             [want[s] for s in range(1, 13)], rtol=1e-6)
+  p_ref, s_ref = _params(tmp_path / "ref", 12)
+  p_got, s_got = _params(killed, 12)
+  assert s_ref == s_got == 12
+  a, b = _flat(p_ref), _flat(p_got)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_sigterm_saves_the_current_step(tmp_path):
+  proc = _start(tmp_path, "train.num_steps=1000", "checkpoint.every_steps=500",
+                sleep=0.02)
+  _wait_for_step(proc, tmp_path, 4)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "preempted_at" in out
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  stopped = int(out.split("'preempted_at': ")[1].split("}")[0])
+  assert steps == [stopped] and 4 <= stopped < 500
+  _, step = _params(tmp_path, stopped)
+  assert step == stopped
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
+  proc = _start(tmp_path, "train.num_steps=12", "checkpoint.every_steps=2",
+                "optimizer.base_lr=1e30", "optimizer.clip_norm=0.0",
+                "optimizer.warmup_steps=6")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert "NonFiniteLossError" in out and "at step" in out, out
+  bad_step = int(out.split("at step ")[1].split(";")[0])
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert all(s < bad_step for s in steps)
+  params, _ = _params(tmp_path, steps[-1]) if steps else (None, None)
+  if params is not None:
+    assert all(np.isfinite(v).all() for v in _flat(params).values())
+
+
+@pytest.mark.slow
+def test_pretrain_lowers_loss_then_finetune_from_it_learns(tmp_path, moving):
+  pre = moving.tiny_config("pretrain")
+  pre.train.num_steps = 60
+  pre.train.log_every = 10
+  pre.checkpoint.every_steps = 60
+  pre.optimizer.layer_decay = 1.0
+  result = loop.train_and_evaluate(pre, str(tmp_path / "pretrain"),
+                                   splits=moving.splits(), reader=moving.MovingSquareReader())
+  losses = _losses(tmp_path / "pretrain")
+  assert losses[60] < 0.7 * losses[10], losses
+  assert np.isfinite(result["eval/loss"])
+  assert os.path.isfile(tmp_path / "pretrain" / "tensorboard" /
+                        os.listdir(tmp_path / "pretrain" / "tensorboard")[0])
+
+  fine = moving.tiny_config("finetune")
+  fine.train.num_steps = 80
+  fine.train.log_every = 20
+  fine.checkpoint.every_steps = 80
+  fine.checkpoint.init_from = "../pretrain"
+  fine.optimizer.base_lr = 2e-3
+  fine.input.eval_clips = 2
+  result = loop.train_and_evaluate(fine, str(tmp_path / "finetune"),
+                                   splits=moving.splits(64, 32),
+                                   reader=moving.MovingSquareReader())
+  assert result["eval/top1"] >= 0.9, result
+  assert result["eval/num_videos"] == 32
+  for name in ("eval_confusion.csv", "eval_per_class.csv", "eval_confusion.png",
+               "config.json"):
+    assert os.path.isfile(tmp_path / "finetune" / name)
