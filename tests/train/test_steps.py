@@ -1,0 +1,98 @@
+"""The jitted steps: an 8-device mesh equals one device; accumulation equals one batch."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from time_jax.data import pipeline
+from time_jax.train import loop
+from time_jax.train import optimizer as optimizer_lib
+from time_jax.train import sharding
+from time_jax.train import state as state_lib
+from time_jax.train import steps as steps_lib
+
+
+def _run(config, devices, batches, num_steps=3):
+  mesh = sharding.make_mesh(config.mesh, devices)
+  model = loop.build_model(config, 2)
+  with mesh:
+    state, shardings, tx = state_lib.create(
+        loop._init_fn(model, config),  # pylint: disable=protected-access
+        lambda p: optimizer_lib.create(config, p, 4, 10), jax.random.PRNGKey(0), mesh)
+    if config.mode == "pretrain":
+      fn = steps_lib.make_pretrain_step(model, config, tx)
+    else:
+      fn = steps_lib.make_finetune_step(model, config, tx, 2)
+    step = steps_lib.jit_train_step(fn, shardings, mesh)
+    losses = []
+    for i in range(num_steps):
+      keys = ("frames",) if config.mode == "pretrain" else ("frames", "label")
+      gb = steps_lib.global_batch(batches[i], mesh, keys=keys)
+      state, m = step(state, gb, jax.random.fold_in(jax.random.PRNGKey(1), i))
+      losses.append(float(m["loss"]))
+  return jax.device_get(state.params), losses, state
+
+
+def _batches(moving, config, n=3):
+  ds, _ = pipeline.build(config, "train", splits=moving.splits(),
+                         reader=moving.MovingSquareReader())
+  it = iter(ds)
+  return [next(it) for _ in range(n)]
+
+
+def _assert_same(a, b, rtol=1e-5):
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                          jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(y, x, rtol=rtol, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("mode", ["finetune", "pretrain"])
+def test_eight_device_mesh_matches_one_device(moving, mode):
+  config = moving.tiny_config(mode)
+  if mode == "finetune":
+    # mixup/cutmix and drop path on: randomness must not depend on the sharding
+    config.train.mixup_alpha, config.train.cutmix_alpha = 0.8, 1.0
+    config.model.kwargs.drop_path_rate = 0.1
+  batches = _batches(moving, config)
+  config.mesh = ml_collections.ConfigDict(dict(data=4, fsdp=2, model=1))
+  p8, l8, state = _run(config, jax.devices()[:8], batches)
+  # the state really is spread over the mesh
+  kernel = state.params["blocks_0"]["mlp"]["fc1"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model")
+  assert len(kernel.sharding.device_set) == 8
+  config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, model=1))
+  p1, l1, _ = _run(config, jax.devices()[:1], batches)
+  np.testing.assert_allclose(l8, l1, rtol=1e-5)
+  _assert_same(p1, p8)
+  assert l1[0] != l1[-1]
+
+
+def test_gradient_accumulation_matches_the_full_batch(moving):
+  config = moving.tiny_config("finetune")
+  batches = _batches(moving, config)
+  config.mesh = ml_collections.ConfigDict(dict(data=2, fsdp=2, model=1))
+  p1, l1, _ = _run(config, jax.devices()[:4], batches)
+  config.optimizer.accum_steps = 2
+  p2, l2, _ = _run(config, jax.devices()[:4], batches)
+  np.testing.assert_allclose(l2, l1, rtol=1e-5)
+  _assert_same(p1, p2)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_state(moving):
+  config = moving.tiny_config("finetune")
+  config.model.dtype = "bfloat16"
+  batches = _batches(moving, config, 1)
+  params, losses, state = _run(config, jax.devices()[:1], batches, num_steps=1)
+  assert np.isfinite(losses[0])
+  for leaf in jax.tree_util.tree_leaves((params, state.opt_state)):
+    assert leaf.dtype in (np.float32, np.int32), leaf.dtype
+
+
+def test_mesh_shape_fills_minus_one_and_names_the_field():
+  cfg = ml_collections.ConfigDict(dict(data=-1, fsdp=2, model=1))
+  assert sharding.mesh_shape(cfg, 8) == (4, 2, 1)
+  cfg.fsdp = 3
+  with pytest.raises(ValueError, match="config.mesh"):
+    sharding.mesh_shape(cfg, 8)
