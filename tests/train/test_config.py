@@ -1,0 +1,71 @@
+"""Config validation: one clear message naming the field."""
+
+import os
+
+import pytest
+
+from time_jax import config as config_lib
+
+
+@pytest.fixture
+def good(tmp_path):
+  c = config_lib.base_config()
+  for name in ("train.txt", "test.txt"):
+    (tmp_path / name).write_text("a.mp4 0\n")
+  c.dataset.update(name="annotations", root=str(tmp_path),
+                   train_annotations=str(tmp_path / "train.txt"),
+                   eval_annotations=str(tmp_path / "test.txt"))
+  c.input.batch_size = c.input.eval_batch_size = 16
+  return c
+
+
+def test_a_good_config_passes(good):
+  config_lib.validate(good, num_devices=8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.name", "videomae_z", "config.model.name"),
+    ("mode", "distill", "config.mode"),
+    ("time.n", 0, "config.time.n"),
+    ("model.dtype", "float8", "config.model.dtype"),
+    ("optimizer.layer_decay", 1.5, "config.optimizer.layer_decay"),
+    ("input.batch_size", 12, "config.input.batch_size"),
+    ("dataset.root", "/does/not/exist", "config.dataset.root"),
+    ("mesh.fsdp", 3, "config.mesh"),
+    ("train.label_smoothing", 1.0, "config.train.label_smoothing"),
+])
+def test_a_bad_field_is_named(good, field, value, message):
+  node = good
+  *parents, leaf = field.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    config_lib.validate(good, num_devices=8)
+
+
+def test_pretrain_needs_a_pretrainer(good):
+  good.mode = "pretrain"
+  with pytest.raises(ValueError, match="config.model.name.*pretrain"):
+    config_lib.validate(good, num_devices=8)
+
+
+def test_batch_must_divide_by_data_axes_times_accumulation(good):
+  good.mesh.update(data=4, fsdp=2)
+  good.optimizer.accum_steps = 4
+  with pytest.raises(ValueError, match="config.input.batch_size.*accum_steps"):
+    config_lib.validate(good, num_devices=8)
+
+
+def test_shipped_configs_build():
+  import importlib.util
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+  spec = importlib.util.spec_from_file_location("ucf", os.path.join(root, "ucf101_videomae.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  pre, fine = mod.get_config("pretrain"), mod.get_config("finetune")
+  assert pre.mode == "pretrain" and pre.model.name == "videomae_b_pretrain"
+  assert (pre.optimizer.b2, fine.optimizer.b2) == (0.95, 0.999)
+  assert fine.checkpoint.init_from == "../pretrain" and fine.optimizer.layer_decay == 0.75
+  with pytest.raises(ValueError, match="pretrain"):
+    mod.get_config("distill")
