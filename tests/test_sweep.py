@@ -1,0 +1,176 @@
+"""Tests of the N / arrangement / mask-ratio sweep tool (`time_jax.sweep`)."""
+
+import csv
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from time_jax import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def _rows(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_settings_grid_names_and_flags():
+  grid = sweep.settings([1, 2], ["spatial", "temporal"], [0.5])
+  assert [s.name for s in grid] == ["n1_spatial_mask0.5", "n1_temporal_mask0.5",
+                                    "n2_spatial_mask0.5", "n2_temporal_mask0.5"]
+  assert grid[3].overrides() == ["--config.time.n=2", "--config.time.arrangement=temporal",
+                                 "--config.pretrain.mask_ratio=0.5"]
+  assert [s.name for s in sweep.settings([4])] == ["n4"]
+  assert sweep.settings() == [sweep.Setting()]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sweep.settings([0]), "--n"),
+    (lambda: sweep.settings([], ["diagonal"]), "--arrangement"),
+    (lambda: sweep.settings([], [], [1.0]), "--mask-ratio"),
+    (lambda: sweep.parse_list("1,x", int, "--n"), "--n: 'x'"),
+    (lambda: sweep.parse_list("2,2", int, "--n"), "repeats"),
+    (lambda: sweep.normalise_overrides(["train.num_steps"]), "KEY=VALUE"),
+])
+def test_user_mistakes_name_the_flag(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+def test_overrides_are_config_flags():
+  assert sweep.normalise_overrides(["train.num_steps=2", "--config.seed=3",
+                                    "config.image_size=32"]) == [
+      "--config.train.num_steps=2", "--config.seed=3", "--config.image_size=32"]
+
+
+def test_print_only_two_phase_commands(tmp_path, capsys):
+  cfg = os.path.join(CONFIGS, "hmdb51_videomae.py") + ":{phase},2"
+  rc = sweep.main(["--config", cfg, "--workdir", str(tmp_path), "--n", "1,4",
+                   "--mask-ratio", "0.5,0.9", "--print-only",
+                   "--overrides", "dataset.root=/data/hmdb51"])
+  assert rc == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 4  # 2 N x 2 mask ratios, one line per setting
+  first = lines[0].split(" && ")
+  assert len(first) == 2
+  pre, fine = (shlex.split(c) for c in first)
+  assert pre[1:3] == ["-m", "time_jax.main"]
+  assert f"--config={CONFIGS}/hmdb51_videomae.py:pretrain,2" in pre
+  assert f"--config={CONFIGS}/hmdb51_videomae.py:finetune,2" in fine
+  assert f"--workdir={tmp_path}/n1_mask0.5/pretrain" in pre
+  assert f"--workdir={tmp_path}/n1_mask0.5/finetune" in fine
+  for cmd in (pre, fine):
+    assert "--config.time.n=1" in cmd and "--config.pretrain.mask_ratio=0.5" in cmd
+    assert cmd[-1] == "--config.dataset.root=/data/hmdb51"
+  assert "--config.time.n=4" in lines[3] and "mask_ratio=0.9" in lines[3]
+  # Nothing ran: the table lists every setting as missing.
+  rows = _rows(tmp_path / "sweep.csv")
+  assert [r["status"] for r in rows] == ["missing"] * 4
+  assert not (tmp_path / "sweep.png").exists()
+
+
+def test_mask_ratio_needs_a_pretraining_phase(tmp_path, capsys):
+  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py"),
+                   "--workdir", str(tmp_path), "--mask-ratio", "0.5", "--print-only"])
+  assert rc == 2
+  assert "--mask-ratio" in capsys.readouterr().err
+
+
+def test_bad_config_argument_is_reported(tmp_path, capsys):
+  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py") + ":7",
+                   "--workdir", str(tmp_path), "--n", "1", "--print-only"])
+  assert rc == 2
+  assert "'7'" in capsys.readouterr().err
+
+
+FAKE_MAIN = r"""#!{python}
+# Stands in for `python -m time_jax.main`: logs its call, writes the loop's
+# eval_results.json with top-1 = n / 10 (temporal: + 0.05), fails for n = 3.
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+wd = args["workdir"]
+with open(os.environ["FAKE_LOG"], "a") as f:
+  f.write(wd + "\n")
+n = int(args.get("config.time.n", 1))
+if n == 3:
+  sys.exit(7)
+if args["config"].split(":")[-1].startswith("pretrain"):
+  sys.exit(0)
+top1 = n / 10 + (0.05 if args.get("config.time.arrangement") == "temporal" else 0)
+with open(os.path.join(wd, "eval_results.json"), "w") as f:
+  json.dump(dict(step=1, top1=top1, top5=1.0, num_videos=9, mean_class_accuracy=top1), f)
+"""
+
+
+def test_run_skips_finished_settings_and_reports_failures(tmp_path, monkeypatch):
+  fake = tmp_path / "fake_python"
+  fake.write_text(FAKE_MAIN.format(python=sys.executable))
+  fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+  log = tmp_path / "calls.txt"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  work = tmp_path / "w"
+  plan = sweep.Plan("cfg.py:{phase}", str(work), ("pretrain", "finetune"), [])
+  grid = sweep.settings([1, 2, 3], ["spatial", "temporal"])
+  # n2_spatial finished earlier: not run again.
+  os.makedirs(work / "n2_spatial" / "finetune")
+  (work / "n2_spatial" / "finetune" / "eval_results.json").write_text(
+      json.dumps(dict(top1=0.5, top5=0.9, num_videos=9)))
+
+  status = sweep.run(plan, grid, python=str(fake), env=dict(os.environ))
+  calls = log.read_text().split()
+  assert calls[:2] == [str(work / "n1_spatial" / "pretrain"),
+                       str(work / "n1_spatial" / "finetune")]
+  assert str(work / "n2_spatial" / "pretrain") not in calls
+  # n=3 fails in pretraining: its fine-tuning never starts.
+  assert str(work / "n3_spatial" / "finetune") not in calls
+  assert status["n2_spatial"] == "done"
+  assert status["n3_temporal"].startswith("failed: pretrain exited with 7")
+
+  rows = sweep.collect(plan, grid, status)
+  sweep.write_csv(rows, str(tmp_path / "t.csv"))
+  table = {r["setting"]: r for r in _rows(tmp_path / "t.csv")}
+  assert table["n1_temporal"]["top1"] == "15.00"
+  assert table["n2_spatial"]["top1"] == "50.00"  # the earlier result, kept
+  assert table["n3_spatial"]["top1"] == "" and table["n3_spatial"]["status"].startswith(
+      "failed")
+  assert sweep.plot(rows, str(tmp_path / "t.png"))
+  assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_plot_is_skipped_without_results(tmp_path):
+  plan = sweep.Plan("cfg.py", str(tmp_path), (), [])
+  rows = sweep.collect(plan, sweep.settings([1, 2]))
+  assert not sweep.plot(rows, str(tmp_path / "x.png"))
+
+
+@pytest.mark.slow
+def test_demo_sweep_end_to_end(tmp_path):
+  """Two N on the demo config through the real time_jax.main, tiny budget."""
+  pytest.importorskip("time_jax.data.synthetic", reason="demo data generator not landed")
+  pytest.importorskip("time_jax.data.video", reason="video reader not landed")
+  env = dict(os.environ, TIME_JAX_DEMO_DATA=str(tmp_path / "data"),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
+  cmd = [sys.executable, "-m", "time_jax.sweep",
+         "--config", os.path.join(CONFIGS, "demo.py"), "--workdir", str(tmp_path / "w"),
+         "--n", "1,2", "--arrangement", "spatial",
+         "--overrides", "train.num_steps=2", "train.num_epochs=0", "train.log_every=1",
+         "input.batch_size=4", "input.eval_batch_size=4", "input.eval_clips=1",
+         "checkpoint.async_save=False", "model.kwargs.depth=1"]
+  proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  rows = _rows(tmp_path / "w" / "sweep.csv")
+  assert [r["setting"] for r in rows] == ["n1_spatial", "n2_spatial"]
+  for r in rows:
+    assert r["status"] == "done"
+    assert 0.0 <= float(r["top1"]) <= 100.0
+    with open(tmp_path / "w" / r["setting"] / "config.json") as f:
+      assert json.load(f)["time"]["n"] == int(r["n"])
+  assert (tmp_path / "w" / "sweep.png").stat().st_size > 1000

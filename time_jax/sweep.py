@@ -1,0 +1,344 @@
+r"""Sweeps of the TIME grid side N, the arrangement and the mask ratio (paper Fig. 2-4).
+
+One training per setting, each in its own sub-workdir, through the real
+``python -m time_jax.main``::
+
+    python -m time_jax.sweep --config configs/hmdb51_vit_b16.py --workdir W \
+        --n 1,2,4,7 --arrangement spatial,temporal \
+        --overrides dataset.root=/data/hmdb51 checkpoint.init_from=/w/vit_b16_in1k
+
+runs the eight settings one after another in ``W/n1_spatial``, ``W/n1_temporal``, ...;
+``--print-only`` prints their command lines instead (one a line, for a cluster's job
+array), without running anything. Two-phase recipes name the phase with ``{phase}`` in
+the config argument; every setting then runs the phases of ``--phases`` (default
+``pretrain,finetune``) in ``W/<setting>/<phase>``, and the fine-tuning phase finds its
+pretraining run at ``../pretrain``::
+
+    python -m time_jax.sweep --config 'configs/hmdb51_videomae.py:{phase},1' \
+        --workdir W --n 1,2,4 --mask-ratio 0.5,0.75,0.9
+
+``--mask-ratio`` sets ``pretrain.mask_ratio`` (Fig. 4). Settings whose final phase
+already wrote ``eval_results.json`` are not run again. After running (and with
+``--print-only`` or ``--collect-only``, from whatever has finished) the results
+are gathered into ``W/sweep.csv`` (top-1 / top-5 in %, one row per setting) and
+``W/sweep.png``: top-1 against N, one line per arrangement (and mask ratio); against
+the mask ratio when only the mask ratio varies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import itertools
+import json
+import logging
+import math
+import os
+import shlex
+import subprocess
+import sys
+from typing import Sequence
+
+from time_jax import time_layer
+
+RESULTS_FILE = "eval_results.json"  # written by time_jax.train.loop at the final eval
+CSV_FILE = "sweep.csv"
+PLOT_FILE = "sweep.png"
+PHASE_KEY = "{phase}"
+CSV_FIELDS = ("setting", "n", "arrangement", "mask_ratio", "top1", "top5",
+              "num_videos", "status", "workdir")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of the sweep; None fields keep the config's value."""
+  n: int | None = None
+  arrangement: str | None = None
+  mask_ratio: float | None = None
+
+  @property
+  def name(self) -> str:
+    """The sub-workdir name, e.g. ``n2_spatial_mask0.75``."""
+    parts = []
+    if self.n is not None:
+      parts.append(f"n{self.n}")
+    if self.arrangement is not None:
+      parts.append(self.arrangement)
+    if self.mask_ratio is not None:
+      parts.append(f"mask{self.mask_ratio:g}")
+    return "_".join(parts) or "base"
+
+  def overrides(self) -> list[str]:
+    """The ``--config.*`` flags of this setting."""
+    out = []
+    if self.n is not None:
+      out.append(f"--config.time.n={self.n}")
+    if self.arrangement is not None:
+      out.append(f"--config.time.arrangement={self.arrangement}")
+    if self.mask_ratio is not None:
+      out.append(f"--config.pretrain.mask_ratio={self.mask_ratio:g}")
+    return out
+
+
+def parse_list(text: str | None, kind, flag: str) -> list:
+  """``'1,2,4'`` -> ``[1, 2, 4]``; None / '' -> ``[]``; names the flag on error."""
+  if not text:
+    return []
+  out = []
+  for item in text.split(","):
+    item = item.strip()
+    try:
+      out.append(kind(item))
+    except ValueError:
+      raise ValueError(f"{flag}: {item!r} is not a {kind.__name__}; give a comma-separated "
+                       f"list such as {'1,2,4' if kind is int else '0.5,0.75'}.") from None
+  if len(set(out)) != len(out):
+    raise ValueError(f"{flag}: {text!r} repeats a value.")
+  return out
+
+
+def settings(ns: Sequence[int] = (), arrangements: Sequence[str] = (),
+             mask_ratios: Sequence[float] = ()) -> list[Setting]:
+  """The grid of settings (product of the given lists; an empty list is not swept).
+
+  Raises:
+    ValueError: an N below 1, an unknown arrangement or a mask ratio outside (0, 1).
+  """
+  for n in ns:
+    if n < 1:
+      raise ValueError(f"--n: {n} must be >= 1.")
+  for a in arrangements:
+    if a not in time_layer.ARRANGEMENTS:
+      raise ValueError(f"--arrangement: {a!r}; use {','.join(time_layer.ARRANGEMENTS)}.")
+  for r in mask_ratios:
+    if not 0 < r < 1:
+      raise ValueError(f"--mask-ratio: {r} must be in (0, 1).")
+  grid = itertools.product(list(ns) or [None], list(arrangements) or [None],
+                           list(mask_ratios) or [None])
+  return [Setting(n, a, r) for n, a, r in grid]
+
+
+def normalise_overrides(items: Sequence[str]) -> list[str]:
+  """``['train.num_steps=2', '--config.seed=1']`` -> ``--config.KEY=VALUE`` flags."""
+  out = []
+  for item in items:
+    key = item[2:] if item.startswith("--") else item
+    if "=" not in key:
+      raise ValueError(f"--overrides: {item!r} must look like KEY=VALUE "
+                       "(e.g. train.num_epochs=10 or --config.train.num_epochs=10).")
+    out.append("--" + (key if key.startswith("config.") else f"config.{key}"))
+  return out
+
+
+def load_config(spec: str):
+  """Runs ``get_config(arg)`` of ``path[:arg]`` as ``time_jax.main`` would."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config: {path!r} is not a file.")
+  module_spec = importlib.util.spec_from_file_location("time_jax_sweep_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+@dataclasses.dataclass
+class Plan:
+  """What to run for each setting: ``(phase, config spec, workdir)`` in order."""
+  config: str
+  workdir: str
+  phases: tuple[str, ...]
+  overrides: list[str]
+
+  def steps(self, s: Setting) -> list[tuple[str, str, str]]:
+    root = os.path.join(self.workdir, s.name)
+    if PHASE_KEY not in self.config:
+      return [("", self.config, root)]
+    return [(p, self.config.replace(PHASE_KEY, p), os.path.join(root, p))
+            for p in self.phases]
+
+  def commands(self, s: Setting, python: str = sys.executable) -> list[list[str]]:
+    """The ``time_jax.main`` command line of each phase of setting ``s``."""
+    return [[python, "-m", "time_jax.main", f"--config={spec}", f"--workdir={wd}",
+             *s.overrides(), *self.overrides]
+            for _, spec, wd in self.steps(s)]
+
+  def results_dir(self, s: Setting) -> str:
+    """The workdir whose ``eval_results.json`` holds the setting's result."""
+    return self.steps(s)[-1][2]
+
+
+def read_result(workdir: str) -> dict | None:
+  """The final eval of a run (``eval_results.json``), or None when it has none yet."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def run(plan: Plan, grid: Sequence[Setting], python: str = sys.executable,
+        env: dict | None = None) -> dict[str, str]:
+  """Runs every setting's phases in order; returns setting name -> status.
+
+  A setting whose results exist is skipped (``'done'``); a failing phase stops that
+  setting (``'failed: ...'``) and the sweep goes on with the next.
+  """
+  status = {}
+  for s in grid:
+    if read_result(plan.results_dir(s)) is not None:
+      logging.info("%s: results exist in %s; skipped.", s.name, plan.results_dir(s))
+      status[s.name] = "done"
+      continue
+    status[s.name] = "ran"
+    for (phase, _, wd), cmd in zip(plan.steps(s), plan.commands(s, python)):
+      logging.info("%s%s: %s", s.name, f" ({phase})" if phase else "", shlex.join(cmd))
+      os.makedirs(wd, exist_ok=True)
+      rc = subprocess.run(cmd, env=env, check=False).returncode
+      if rc != 0:
+        status[s.name] = f"failed: {phase or 'run'} exited with {rc} (log in {wd})"
+        logging.error("%s: %s", s.name, status[s.name])
+        break
+  return status
+
+
+def collect(plan: Plan, grid: Sequence[Setting],
+            status: dict[str, str] | None = None) -> list[dict]:
+  """One table row per setting from the runs' ``eval_results.json`` (% for top-k)."""
+  rows = []
+  for s in grid:
+    res = read_result(plan.results_dir(s))
+    state = (status or {}).get(s.name, "")
+    row = dict(setting=s.name, n=s.n, arrangement=s.arrangement, mask_ratio=s.mask_ratio,
+               top1=None, top5=None, num_videos=None, workdir=plan.results_dir(s))
+    if res is not None:
+      row.update(top1=100 * float(res["top1"]), top5=100 * float(res["top5"]),
+                 num_videos=int(res.get("num_videos", 0)))
+      row["status"] = "done"
+    else:
+      row["status"] = state if state.startswith("failed") else "missing"
+    rows.append(row)
+  return rows
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+  """The table as CSV (empty cells for unset / missing values)."""
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: ("" if r.get(k) is None else
+                      f"{r[k]:.2f}" if k in ("top1", "top5") else r[k])
+                  for k in CSV_FIELDS})
+
+
+def plot(rows: Sequence[dict], path: str, title: str = "") -> bool:
+  """Top-1 against N (or the mask ratio), one line per other setting; False if empty."""
+  done = [r for r in rows if r["top1"] is not None]
+  if not done:
+    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  ns = {r["n"] for r in rows}
+  x_key = "mask_ratio" if len(ns) == 1 and len({r["mask_ratio"] for r in rows}) > 1 else "n"
+  line_keys = [k for k in ("arrangement", "mask_ratio", "n") if k != x_key]
+  lines: dict[tuple, list] = {}
+  for r in done:
+    lines.setdefault(tuple(r[k] for k in line_keys), []).append(r)
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for key, pts in sorted(lines.items(), key=lambda kv: str(kv[0])):
+    pts = sorted(pts, key=lambda r: r[x_key] if r[x_key] is not None else -math.inf)
+    label = ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else
+                      (f"N={v}" if k == "n" else str(v))
+                      for k, v in zip(line_keys, key) if v is not None)
+    xs = [r[x_key] if r[x_key] is not None else 0 for r in pts]
+    ax.plot(xs, [r["top1"] for r in pts], marker="o", label=label or None)
+  ax.set_xlabel("N (grid side)" if x_key == "n" else "mask ratio")
+  if x_key == "n":
+    ax.set_xticks(sorted({r["n"] for r in done if r["n"] is not None}))
+  ax.set_ylabel("top-1 accuracy (%)")
+  ax.grid(alpha=0.3)
+  if title:
+    ax.set_title(title, fontsize=9)
+  if any(line.get_label() and not line.get_label().startswith("_")
+         for line in ax.get_lines()):
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(prog="python -m time_jax.sweep", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", required=True,
+                 help="config file[:arg]; '{phase}' in it runs the --phases in order")
+  p.add_argument("--workdir", required=True, help="one sub-workdir per setting goes here")
+  p.add_argument("--n", default="", help="grid sides N, e.g. 1,2,4,7")
+  p.add_argument("--arrangement", default="", help="spatial,temporal")
+  p.add_argument("--mask-ratio", default="", help="pretraining mask ratios, e.g. 0.5,0.75,0.9")
+  p.add_argument("--phases", default="pretrain,finetune",
+                 help="phases of a '{phase}' config, in order (default pretrain,finetune)")
+  p.add_argument("--overrides", nargs="*", default=[],
+                 help="KEY=VALUE config overrides passed to every run "
+                      "(e.g. dataset.root=/data/ucf101 train.num_epochs=10)")
+  p.add_argument("--print-only", action="store_true",
+                 help="print the command lines (one setting a line) and run nothing")
+  p.add_argument("--collect-only", action="store_true",
+                 help="run nothing; only write the table and plot of finished settings")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    grid = settings(parse_list(args.n, int, "--n"),
+                    parse_list(args.arrangement, str, "--arrangement"),
+                    parse_list(args.mask_ratio, float, "--mask-ratio"))
+    phases = tuple(parse_list(args.phases, str, "--phases"))
+    if PHASE_KEY in args.config and not phases:
+      raise ValueError("--phases: the config has '{phase}' but no phase is given.")
+    first = args.config.replace(PHASE_KEY, phases[0]) if PHASE_KEY in args.config \
+        else args.config
+    config = load_config(first)  # fails early on a wrong path or config argument
+    if args.mask_ratio and config.mode != "pretrain":
+      raise ValueError(f"--mask-ratio: {first} is a {config.mode!r} config; the mask "
+                       "ratio only acts in pretraining. Put '{phase}' in --config to "
+                       "pretrain then fine-tune each setting.")
+    plan = Plan(args.config, os.path.abspath(args.workdir), phases,
+                normalise_overrides(args.overrides))
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+  status: dict[str, str] = {}
+  if args.print_only:
+    for s in grid:
+      print(" && ".join(shlex.join(c) for c in plan.commands(s)))
+  elif not args.collect_only:
+    status = run(plan, grid)
+
+  rows = collect(plan, grid, status)
+  os.makedirs(plan.workdir, exist_ok=True)
+  csv_path = os.path.join(plan.workdir, CSV_FILE)
+  write_csv(rows, csv_path)
+  out = sys.stderr if args.print_only else sys.stdout
+  print(f"{'setting':<28} {'top-1 %':>8} {'top-5 %':>8}  status", file=out)
+  for r in rows:
+    t1 = f"{r['top1']:.2f}" if r["top1"] is not None else "-"
+    t5 = f"{r['top5']:.2f}" if r["top5"] is not None else "-"
+    print(f"{r['setting']:<28} {t1:>8} {t5:>8}  {r['status']}", file=out)
+  print(f"table: {csv_path}", file=out)
+  png = os.path.join(plan.workdir, PLOT_FILE)
+  if plot(rows, png, title=args.config):
+    print(f"plot: {png}", file=out)
+  return 1 if any(v.startswith("failed") for v in status.values()) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
