@@ -10,5 +10,5 @@ config="$1"; workdir="$2"; shift 2
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"
 mkdir -p "$workdir"
-exec python -m time_jax.main --config "$config" --workdir "$workdir" "$@" \
+python -m time_jax.main --config "$config" --workdir "$workdir" "$@" \
   2>&1 | tee -a "$workdir/log.txt"

@@ -44,7 +44,10 @@ def main(argv):
   del argv
   _maybe_initialize_distributed()
   config = _CONFIG.value
-  config_lib.validate(config)
+  try:
+    config_lib.validate(config)
+  except ValueError as e:  # one line naming the field, no traceback
+    raise app.UsageError(str(e)) from e
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   result = loop.train_and_evaluate(config, _WORKDIR.value)

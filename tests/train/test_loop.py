@@ -154,11 +154,13 @@ def test_pretrain_lowers_loss_then_finetune_from_it_learns(tmp_path, moving):
                         os.listdir(tmp_path / "pretrain" / "tensorboard")[0])
 
   fine = moving.tiny_config("finetune")
-  fine.train.num_steps = 80
-  fine.train.log_every = 20
-  fine.checkpoint.every_steps = 80
+  fine.train.num_steps = 200
+  fine.train.log_every = 50
+  fine.checkpoint.every_steps = 200
   fine.checkpoint.init_from = "../pretrain"
-  fine.optimizer.base_lr = 2e-3
+  fine.optimizer.base_lr = 3e-3
+  fine.optimizer.layer_decay = 1.0
+  fine.model.kwargs.init_scale = 1.0
   fine.input.eval_clips = 2
   result = loop.train_and_evaluate(fine, str(tmp_path / "finetune"),
                                    splits=moving.splits(64, 32),

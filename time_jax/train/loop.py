@@ -171,7 +171,7 @@ class Trainer:
     self.schedule = optimizer_lib.schedule(config, self.steps_per_epoch, self.total_steps)
 
     rng = jax.random.PRNGKey(config.seed)
-    with self.mesh:
+    if True:  # shardings are explicit (jit in/out shardings); no mesh context
       self.state, self.shardings, self.tx = state_lib.create(
           _init_fn(self.model, config),
           lambda p: optimizer_lib.create(config, p, self.steps_per_epoch, self.total_steps),
@@ -327,7 +327,7 @@ class Trainer:
 
   def run(self) -> dict[str, Any]:
     try:
-      with self.mesh:
+      if True:  # shardings are explicit; no mesh context
         if self.config.mode == "eval":
           step = self._restore_or_init(None)
           return self.evaluate(step, final=True)

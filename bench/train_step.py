@@ -1,0 +1,114 @@
+r"""Steps/s, clips/s and MFU of the jitted finetune and pretrain steps, in one run.
+
+    python bench/train_step.py                  # VideoMAE-B, 16×224², T*=16, N=2, bf16
+    python bench/train_step.py --small          # a tiny model at 32², checks it on CPU
+
+The steps are the training loop's own (`time_jax.train.steps`: TIME arrangement,
+mixup/cutmix or tube masking, forward, backward, AdamW with layer decay), jitted with
+the loop's shardings over all devices (data parallel). FLOPs come from XLA's cost
+analysis of the compiled step; MFU = FLOPs × steps/s / (devices × peak bf16 FLOP/s of
+the device, from a small table; unknown devices report no MFU).
+"""
+
+import argparse
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from time_jax import config as config_lib
+from time_jax.train import loop
+from time_jax.train import optimizer as optimizer_lib
+from time_jax.train import sharding
+from time_jax.train import state as state_lib
+from time_jax.train import steps as steps_lib
+
+# Dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12,
+              "A10": 125e12, "V100": 125e12}
+
+
+def _peak(device) -> float | None:
+  kind = getattr(device, "device_kind", "")
+  for name, flops in PEAK_FLOPS.items():
+    if name.lower() in kind.lower():
+      return flops
+  return None
+
+
+def _config(mode: str, small: bool, batch: int) -> ml_collections.ConfigDict:
+  c = config_lib.base_config()
+  c.mode = mode
+  c.image_size, c.time.n, c.time.t_out = (32, 2, 4) if small else (224, 2, 16)
+  c.input.batch_size = batch
+  c.model.name = "videomae_b_pretrain" if mode == "pretrain" else "videomae_b"
+  c.model.dtype = "float32" if small else "bfloat16"
+  kw = dict(drop_path_rate=0.1 if mode == "finetune" else 0.0)
+  if small:
+    kw.update(patch_size=8, embed_dim=64, depth=2, num_heads=2)
+    if mode == "pretrain":
+      kw.update(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+  c.model.kwargs = ml_collections.ConfigDict(kw)
+  c.pretrain.mask_ratio = 0.9
+  c.optimizer.layer_decay = 1.0 if mode == "pretrain" else 0.75
+  c.mesh.update(data=-1, fsdp=1, model=1)
+  return c
+
+
+def bench(mode: str, small: bool, batch: int, steps: int) -> dict:
+  config = _config(mode, small, batch)
+  mesh = sharding.make_mesh(config.mesh)
+  model = loop.build_model(config, 101)
+  if True:  # shardings are explicit; no mesh context needed
+    state, shardings, tx = state_lib.create(
+        loop._init_fn(model, config),  # pylint: disable=protected-access
+        lambda p: optimizer_lib.create(config, p, 100, 1000), jax.random.PRNGKey(0), mesh)
+    fn = (steps_lib.make_pretrain_step(model, config, tx) if mode == "pretrain"
+          else steps_lib.make_finetune_step(model, config, tx, 101))
+    step = steps_lib.jit_train_step(fn, shardings, mesh)
+    cell = config.image_size // config.time.n
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (batch, config.time.t_out * config.time.n ** 2, cell, cell, 3),
+                          dtype=np.uint8)
+    batch_np = {"frames": frames, "label": rng.integers(0, 101, batch).astype(np.int32)}
+    gb = steps_lib.global_batch(batch_np, mesh, keys=("frames",) if mode == "pretrain"
+                                else ("frames", "label"))
+    key = jax.random.PRNGKey(1)
+    compiled = step.lower(state, gb, key).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    for _ in range(2):  # warm-up
+      state, m = compiled(state, gb, key)
+    jax.block_until_ready(m)
+    start = time.perf_counter()
+    for i in range(steps):
+      state, m = compiled(state, gb, jax.random.fold_in(key, i))
+    jax.block_until_ready(m)
+    elapsed = time.perf_counter() - start
+  rate = steps / elapsed
+  peak = _peak(jax.devices()[0])
+  mfu = flops * rate / (peak * jax.device_count()) if peak and flops else None
+  return dict(mode=mode, steps_per_sec=rate, clips_per_sec=rate * batch,
+              tflops_per_step=flops / 1e12, mfu=mfu)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--small", action="store_true", help="tiny model at 32² (CPU check)")
+  parser.add_argument("--batch", type=int, default=0, help="global batch (default 8/dev)")
+  parser.add_argument("--steps", type=int, default=10)
+  args = parser.parse_args()
+  batch = args.batch or (2 if args.small else 8) * jax.device_count()
+  print(f"{jax.device_count()} × {jax.devices()[0].device_kind}, batch {batch}, "
+        f"{'small' if args.small else 'VideoMAE-B 16×224², T*=16, N=2, bf16'}")
+  for mode in ("finetune", "pretrain"):
+    r = bench(mode, args.small, batch, args.steps)
+    mfu = "n/a (unknown device peak)" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    print(f"{mode:9s} {r['steps_per_sec']:8.2f} steps/s  {r['clips_per_sec']:9.1f} clips/s  "
+          f"{r['tflops_per_step']:8.3f} TFLOP/step  MFU {mfu}")
+
+
+if __name__ == "__main__":
+  main()
