@@ -148,8 +148,9 @@ def _dataset(c: ml_collections.ConfigDict, dataset: str, modality: str,
     c.dataset.source = "frames"   # one folder of depth images per video
   else:
     c.dataset.source = "video"
-  # Set on the command line: --config.dataset.root=/data/<dataset>.
-  c.dataset.root = ""
+  # The layout docs/reproduce.md gives under /data/<dataset>; elsewhere, set
+  # --config.dataset.root (and for UCF101 / HMDB51 --config.dataset.split_dir).
+  c.dataset.root = f"/data/{dataset}"
 
 
 def _common(dataset: str, modality: str, split: str, n: int) -> ml_collections.ConfigDict:
@@ -197,9 +198,9 @@ def videomae(dataset: str, arg: str | None = None,
     default_phase: the phase when ``arg`` names none.
 
   Returns:
-    The full config; the data root is set on the command line
-    (``--config.dataset.root``), and for ``k400`` the ported weights
-    (``--config.checkpoint.init_from``).
+    The full config. The data root defaults to ``/data/<dataset>``
+    (``--config.dataset.root``); for ``k400`` the ported weights are given with
+    ``--config.checkpoint.init_from``.
   """
   phase, modality, split = parse_arg(arg, dataset, PHASES_VIDEOMAE, default_phase)
   c = _common(dataset, modality, split, best_n(dataset, modality, "videomae"))
