@@ -240,6 +240,7 @@ def videomae(dataset: str, arg: str | None = None,
       # Ported Kinetics-400 VideoMAE ViT-B/16 weights; the path is the user's:
       # --config.checkpoint.init_from=/abs/path (see docs/reproduce.md).
       c.checkpoint.init_from = ""
+      c.checkpoint.init_required = True
   c.model.kwargs = ml_collections.ConfigDict(kwargs)
   return c
 
@@ -280,4 +281,5 @@ def image_model(backbone: str, dataset: str,
   # Ported ImageNet-1K weights (python -m time_jax.port ...); the path is the user's:
   # --config.checkpoint.init_from=/abs/path (see docs/reproduce.md).
   c.checkpoint.init_from = ""
+  c.checkpoint.init_required = True
   return c

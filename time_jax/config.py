@@ -27,7 +27,8 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
 * ``checkpoint``: ``every_steps``, ``keep`` (last M), ``keep_best`` (best by top-1),
   ``async_save``, ``init_from`` (ported weights: a ``python -m time_jax.port`` folder;
   or a previous run's workdir, e.g. the pretraining phase; relative paths are taken
-  from the workdir).
+  from the workdir); ``init_required``: the recipe fine-tunes pretrained weights, so an
+  empty ``init_from`` is an error rather than a silent start from random init.
 
 Two-phase recipes (pretrain, then fine-tune from it) are one file whose
 ``get_config(phase)`` takes the phase after a colon: ``--config
@@ -71,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=0, eval_at_end=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.checkpoint = ml_collections.ConfigDict(dict(
-      every_steps=1000, keep=2, keep_best=1, async_save=True, init_from=""))
+      every_steps=1000, keep=2, keep_best=1, async_save=True, init_from="",
+      init_required=False))
   return c
 
 
@@ -136,6 +138,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   ck = config.checkpoint
   if ck.every_steps < 1:
     _fail("checkpoint.every_steps", f"{ck.every_steps} must be >= 1.")
+  if ck.init_required and not ck.init_from and config.mode != "eval":
+    _fail("checkpoint.init_from", "this recipe fine-tunes pretrained weights but none are "
+          "given; port them (python -m time_jax.port --from ... --out DIR) and pass "
+          "--config.checkpoint.init_from=DIR, or set checkpoint.init_required=False to "
+          "train from random initialisation.")
   if ck.keep < 1 or ck.keep_best < 0:
     _fail("checkpoint.keep", f"keep={ck.keep} must be >= 1 and keep_best={ck.keep_best} >= 0.")
 

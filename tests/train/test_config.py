@@ -66,6 +66,22 @@ def test_shipped_configs_build():
   pre, fine = mod.get_config("pretrain"), mod.get_config("finetune")
   assert pre.mode == "pretrain" and pre.model.name == "videomae_b_pretrain"
   assert (pre.optimizer.b2, fine.optimizer.b2) == (0.95, 0.999)
-  assert fine.checkpoint.init_from == "../pretrain" and fine.optimizer.layer_decay == 0.75
+  # The paper's UCF101 settings: batch 128, 3200 pretraining epochs with 40 warmup,
+  # 100 fine-tuning epochs at base lr 5e-4, N = 2.
+  assert pre.input.batch_size == fine.input.batch_size == 128
+  assert (pre.train.num_epochs, pre.optimizer.warmup_epochs) == (3200, 40)
+  assert (fine.train.num_epochs, fine.optimizer.base_lr, fine.time.n) == (100, 5e-4, 2)
+  assert fine.checkpoint.init_from == "../pretrain" and not fine.checkpoint.init_required
+  k400 = mod.get_config("k400")
+  assert k400.checkpoint.init_required and not k400.checkpoint.init_from
   with pytest.raises(ValueError, match="pretrain"):
     mod.get_config("distill")
+
+
+def test_recipe_that_needs_weights_refuses_to_start_without_them(good):
+  c = good
+  c.checkpoint.init_required = True
+  with pytest.raises(ValueError, match="config.checkpoint.init_from: this recipe fine-tunes"):
+    config_lib.validate(c, num_devices=1)
+  c.checkpoint.init_from = "/ported/videomae_b_k400"
+  config_lib.validate(c, num_devices=1)
