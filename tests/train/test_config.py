@@ -85,3 +85,20 @@ def test_recipe_that_needs_weights_refuses_to_start_without_them(good):
     config_lib.validate(c, num_devices=1)
   c.checkpoint.init_from = "/ported/videomae_b_k400"
   config_lib.validate(c, num_devices=1)
+
+
+def test_normalisation_statistics_are_checked_and_used(good):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from time_jax.train import steps  # pylint: disable=g-import-not-at-top
+  good.input.std = (0.5, 0.0, 0.5)
+  with pytest.raises(ValueError, match="config.input.std"):
+    config_lib.validate(good, num_devices=8)
+  good.input.update(mean=(0.5,), std=(0.25,))
+  config_lib.validate(good, num_devices=8)
+  good.update(image_size=4)
+  good.time.update(n=2, t_out=1)
+  good.model.dtype = "float32"
+  frames = jnp.full((1, 4, 2, 2, 3), 255, jnp.uint8)
+  # (1 - 0.5) / 0.25 = 2 everywhere: the config's statistics, not ImageNet's.
+  np.testing.assert_allclose(np.asarray(steps._inputs(good, frames)), 2.0)

@@ -12,6 +12,8 @@ import os
 
 import ml_collections
 
+from time_jax import time_layer
+
 SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
 MODALITIES = ("rgb", "depth")
 MISSING_POLICIES = ("error", "drop")
@@ -69,6 +71,11 @@ def input_defaults() -> ml_collections.ConfigDict:
       eval_clips=1,         # K temporal clips per video
       eval_crops=1,         # 1 (centre) or 3 (both ends and centre of the long side)
       max_retries=8,        # replacement records tried after a decode failure
+      # On-device normalisation (time_layer.preprocess), per channel on the [0, 1]
+      # scale: ImageNet statistics, which ImageNet/Kinetics-pretrained weights expect;
+      # set them for depth trained from scratch if you prefer its own statistics.
+      mean=time_layer.IMAGENET_MEAN,
+      std=time_layer.IMAGENET_STD,
   ))
 
 
@@ -161,6 +168,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     fail("input.eval_crop_fraction", f"{i.eval_crop_fraction} must be in (0, 1].")
   if i.eval_clips < 1:
     fail("input.eval_clips", f"{i.eval_clips} must be >= 1.")
+  for field in ("mean", "std"):
+    if len(i[field]) not in (1, 3):
+      fail(f"input.{field}", f"{tuple(i[field])}: give 1 or 3 per-channel values.")
+  if min(i.std) <= 0:
+    fail("input.std", f"{tuple(i.std)}: every value must be > 0.")
   if i.eval_crops not in (1, 3):
     fail("input.eval_crops", f"{i.eval_crops}; use 1 (centre) or 3.")
   if i.read_threads < 1:

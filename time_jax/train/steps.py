@@ -38,11 +38,16 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return _DTYPES[config.model.dtype]
 
 
+def _stats(config) -> dict[str, tuple[float, ...]]:
+  """The per-channel normalisation statistics, ``config.input.{mean, std}``."""
+  return dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
+
+
 def _inputs(config, frames: jax.Array) -> jax.Array:
   """uint8 ``[b, t_out·n·n, h, w, 3]`` -> normalised ``[b, t_out, H, W, 3]``."""
   size = (config.image_size, config.image_size)
   return time_layer.preprocess(frames, n=config.time.n, arrangement=config.time.arrangement,
-                               size=size, dtype=compute_dtype(config))
+                               size=size, dtype=compute_dtype(config), **_stats(config))
 
 
 def _micro_batches(tree: Any, accum: int) -> Any:
@@ -131,7 +136,7 @@ def _mask(model, config, key: jax.Array, batch: int) -> jax.Array:
 def _pretrain_loss(model, config, pred, x, mask):
   return videomae.pretrain_loss(pred, x, mask, patch_size=model.patch_size,
                                 tubelet_size=model.tubelet_size,
-                                norm_pix_loss=config.pretrain.norm_pix_loss)
+                                norm_pix_loss=config.pretrain.norm_pix_loss, **_stats(config))
 
 
 def make_pretrain_step(model: nn.Module, config: ml_collections.ConfigDict,
@@ -183,8 +188,8 @@ def make_pretrain_eval_step(model: nn.Module, config: ml_collections.ConfigDict)
   ``norm_pix_loss`` predictions un-normalised with each input patch's mean / std, as
   the official visualisation).
   """
-  mean = jnp.asarray(time_layer.IMAGENET_MEAN)
-  std = jnp.asarray(time_layer.IMAGENET_STD)
+  mean = jnp.asarray(config.input.mean, jnp.float32)
+  std = jnp.asarray(config.input.std, jnp.float32)
 
   def eval_step(state: TrainState, batch: Batch, rng: jax.Array):
     x = _inputs(config, batch["frames"])
@@ -194,7 +199,7 @@ def make_pretrain_eval_step(model: nn.Module, config: ml_collections.ConfigDict)
     pred = model.apply({"params": state.params}, x, mask, train=False).astype(jnp.float32)
     targets = videomae.pretrain_targets(
         x, mask, num_masked=pred.shape[1], patch_size=p, tubelet_size=tub,
-        norm_pix_loss=config.pretrain.norm_pix_loss)
+        norm_pix_loss=config.pretrain.norm_pix_loss, **_stats(config))
     loss = jnp.mean(jnp.square(pred - targets), axis=(1, 2))
     frames = jnp.clip(x.astype(jnp.float32) * std + mean, 0.0, 1.0)
     patches = videomae.patchify(frames, p, tub)  # [b, tokens, (p0 p1 p2 c)]
