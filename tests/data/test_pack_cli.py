@@ -123,3 +123,15 @@ def test_real_packed_roundtrip(tmp_path):
   assert info.num_examples == 1
   np.testing.assert_array_equal(a["label"], b["label"])
   assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 2
+
+
+def test_config_argument_and_overrides_as_for_main(tmp_path):
+  cfg_file = tmp_path / "cfg.py"
+  cfg_file.write_text(_CONFIG.replace("def get_config():", "def get_config(arg=None):")
+                      .replace("return c", "c.time.n = int(arg or 2)\n  return c")
+                      .replace("ROOT", repr(str(tmp_path))))
+  c = pack.load_config(f"{cfg_file}:3", ["--config.image_size=48",
+                                         "--config.dataset.split=xsub"])
+  assert (c.time.n, c.image_size, c.dataset.split) == (3, 48, "xsub")
+  with pytest.raises(SystemExit):
+    pack.main(["--config", str(cfg_file), "--out", str(tmp_path / "o"), "--bogus"])

@@ -3,8 +3,8 @@
 Decoding compressed video is the host's bottleneck; the packed cache stores decoded
 (optionally downscaled) frames so training reads them with no decoder. Usage::
 
-    python -m time_jax.data.pack --config configs/ucf101.py --out /data/ucf101_packed \
-        [--short-side 128]
+    python -m time_jax.data.pack --config configs/ucf101_videomae.py:finetune,2 \
+        --out /data/ucf101_packed [--short-side 128] [--config.dataset.root=/data/UCF101]
 
 resolves the config's protocol (`time_jax.data.protocols.load`) and source reader
 (`pipeline.make_reader`) and calls `time_jax.data.packed.write_packed` once per split.
@@ -21,29 +21,36 @@ Then train from it with ``dataset.source='packed'`` and ``dataset.packed_dir=DIR
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import sys
 
+from absl import flags
 import ml_collections
+from ml_collections import config_flags
 
 from time_jax.data import protocols
 
 SPLITS_FILE = "splits.json"
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """Runs ``get_config()`` of a Python config file."""
+def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
+  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
+
+  Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
+  and overrides mean exactly what they mean to ``python -m time_jax.main``.
+  """
+  path = spec.split(":", 1)[0]
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--config {path!r} does not exist.")
-  spec = importlib.util.spec_from_file_location("_time_jax_pack_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"--config {path!r} has no get_config() function.")
-  return module.get_config()
+  argv = ["pack", f"--config={spec}", *overrides]
+  flag_values = flags.FlagValues()
+  # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
+                                  lock_config=False, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
 
 
 def load_packed_splits(packed_dir: str) -> protocols.Splits:
@@ -104,13 +111,18 @@ def pack(config: ml_collections.ConfigDict, out: str, *,
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", required=True, help="a Python config file")
+  parser.add_argument("--config", required=True,
+                      help="a Python config file, optionally FILE:ARG; --config.x.y=v "
+                      "overrides a field as for time_jax.main")
   parser.add_argument("--out", required=True, help="the output folder")
   parser.add_argument("--short-side", type=int, default=None,
                       help="store frames with this short side (pixels)")
-  args = parser.parse_args(argv)
+  args, rest = parser.parse_known_args(argv)
+  overrides = [a for a in rest if a.startswith("--config.")]
+  if len(overrides) != len(rest):
+    parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  meta = pack(load_config(args.config), args.out, short_side=args.short_side)
+  meta = pack(load_config(args.config, overrides), args.out, short_side=args.short_side)
   logging.info("Packed %d train and %d eval videos into %s. Train from it with "
                "dataset.source='packed', dataset.packed_dir=%r.", meta["train"],
                meta["eval"], args.out, args.out)
