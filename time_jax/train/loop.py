@@ -165,6 +165,9 @@ class Trainer:
     self.eval_ds, self.eval_info = pipeline.build(config, "eval", splits=splits,
                                                   reader=reader)
     self.num_classes = self.train_info.num_classes
+    if jax.process_index() == 0:  # label names for `time_jax.predict` and diagnostics
+      with open(os.path.join(self.workdir, "class_names.json"), "w") as f:
+        json.dump([str(c) for c in self.train_info.class_names], f, indent=2)
     self.model = build_model(config, self.num_classes)
     self.steps_per_epoch = max(1, self.train_info.steps_per_epoch)
     self.total_steps = _total_steps(config, self.steps_per_epoch)
