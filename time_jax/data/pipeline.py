@@ -97,7 +97,9 @@ def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
   if cls is None:
     raise ImportError(f"time_jax.data.{module_name} has no {cls_name}; the pipeline "
                       f"expects it for dataset.source={d.source!r}.")
-  return cls(d.packed_dir) if d.source == "packed" else cls()
+  # Packed JPEGs decode at reduced size; packed.draft_size_for says why it is safe.
+  return (cls(d.packed_dir, draft_size=module.draft_size_for(config))
+          if d.source == "packed" else cls())
 
 
 @dataclasses.dataclass(frozen=True)
