@@ -9,33 +9,20 @@ into ``dataset.root`` on first use (`time_jax.data.synthetic`).
 """
 
 import os
-import subprocess
-import sys
 
 import ml_collections
 
 from time_jax import config as config_lib
+from time_jax.data import synthetic
 
 ROOT = os.environ.get("TIME_JAX_DEMO_DATA", os.path.expanduser("~/.cache/time_jax/synthetic"))
 VIDEOS_PER_CLASS = 40
 
 
-def ensure_synthetic(root: str, videos_per_class: int) -> None:
-  """Generates the synthetic dataset into ``root`` unless its annotations exist."""
-  if os.path.isfile(os.path.join(root, "train.txt")):
-    return
-  from time_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  if hasattr(synthetic, "ensure_synthetic"):
-    synthetic.ensure_synthetic(root, videos_per_class=videos_per_class)
-  else:
-    subprocess.run([sys.executable, "-m", "time_jax.data.synthetic", "--out", root,
-                    "--videos-per-class", str(videos_per_class)], check=True)
-
-
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``arg``: the grid side N (default 2)."""
   n = int(arg or 2)
-  ensure_synthetic(ROOT, VIDEOS_PER_CLASS)
+  synthetic.ensure_synthetic(ROOT, videos_per_class=VIDEOS_PER_CLASS)
   c = config_lib.base_config()
   c.mode = "finetune"
   c.seed = 0

@@ -1,6 +1,5 @@
 """The demo: TIME (N=2) beats the N=1 baseline on the synthetic temporal dataset.
 
-Needs `time_jax.data.synthetic` and the video reader; skipped until they exist.
 The full demo (``configs/demo.py``) trains longer; this runs a shortened schedule.
 """
 
@@ -8,9 +7,6 @@ import importlib.util
 import os
 
 import pytest
-
-pytest.importorskip("time_jax.data.synthetic")
-pytest.importorskip("time_jax.data.video")
 
 from time_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from time_jax.train import loop  # pylint: disable=g-import-not-at-top
