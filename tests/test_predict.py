@@ -1,0 +1,109 @@
+"""Inference: top-5 from a checkpoint, view averaging, errors; a trained demo model names
+the right class of held-out synthetic clips."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from time_jax import predict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "diagnose"))
+import diagnose_helpers as h  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  _, variables = h.init("videomae_s", **h.TINY)
+  return h.save_workdir(tmp_path_factory.mktemp("ckpt") / "w", h.tiny_config(), variables,
+                        ["left", "right", "still"])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+  return h.write_video(tmp_path_factory.mktemp("v") / "clip.mp4")
+
+
+def test_views_parse():
+  assert predict.parse_views("2x3") == (2, 3)
+  assert predict.parse_views("4×1") == (4, 1)
+  assert predict.parse_views("5") == (5, 1)
+  for bad in ("2x2", "0x3", "two"):
+    with pytest.raises(ValueError, match="--views"):
+      predict.parse_views(bad)
+
+
+def test_probabilities_average_the_views_logits(workdir, clip):
+  p = predict.Predictor(workdir, clips=2, crops=3)
+  logits = p.logits(clip)
+  assert logits.shape == (6, 3)
+  [result] = p(clip)
+  mean = logits.astype(np.float64).mean(0)
+  want = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+  np.testing.assert_allclose(result.probabilities, want, rtol=1e-5)
+  assert [name for name, _ in result.top] == [
+      ["left", "right", "still"][i] for i in np.argsort(-want)]
+  assert result.views == 6
+
+
+def test_cli_prints_top_classes_and_json(workdir, clip, capsys):
+  assert predict.main(["--checkpoint", workdir, "--video", clip, clip, "--json"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 2
+  out = json.loads(lines[0])
+  assert {t["label"] for t in out["top"]} == {"left", "right", "still"}
+  assert sum(t["probability"] for t in out["top"]) == pytest.approx(1.0, abs=1e-5)
+  assert predict.main(["--checkpoint", workdir, "--video", clip, "--views", "1x3"]) == 0
+  text = capsys.readouterr().out
+  assert "(3 views)" in text and "1. " in text
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "video", "unreadable"])
+def test_missing_or_unreadable_file_is_one_clear_error(workdir, clip, tmp_path, capsys,
+                                                       what):
+  bad = tmp_path / "broken.mp4"
+  bad.write_bytes(b"not a video at all")
+  args = {"checkpoint": ["--checkpoint", str(tmp_path / "nowhere"), "--video", clip],
+          "video": ["--checkpoint", workdir, "--video", str(tmp_path / "gone.mp4")],
+          "unreadable": ["--checkpoint", workdir, "--video", str(bad)]}[what]
+  assert predict.main(args) == 2
+  captured = capsys.readouterr()
+  assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+  assert {"checkpoint": "nowhere", "video": "gone.mp4", "unreadable": "broken.mp4"}[what] \
+      in captured.err
+  assert "Traceback" not in captured.err
+
+
+def _demo_config():
+  spec = importlib.util.spec_from_file_location("demo", os.path.join(CONFIGS, "demo.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+@pytest.mark.slow
+def test_trained_demo_model_names_the_class_of_its_clips(tmp_path, monkeypatch):
+  pytest.importorskip("time_jax.data.synthetic")
+  from time_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from time_jax.data import protocols  # pylint: disable=g-import-not-at-top
+  from time_jax.train import loop  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setenv("TIME_JAX_DEMO_DATA", str(tmp_path / "synthetic"))
+  config = _demo_config().get_config("2")
+  config.train.num_epochs = 10.0
+  config.mesh.data = 1
+  config_lib.validate(config, num_devices=1)
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+
+  splits = protocols.load(config.dataset)
+  names = splits.class_names
+  results = predict.predict(workdir, [r.path for r in splits.eval])
+  hits = [r.top[0][0] == names[rec.label] for r, rec in zip(results, splits.eval)]
+  assert np.mean(hits) >= 0.75, (np.mean(hits), len(hits))

@@ -1,0 +1,72 @@
+"""A video file -> the model input of a checkpoint, exactly as evaluation builds it.
+
+The frames come from `transforms.clip_indices` (temporal clip k of K, segment
+positions of `time_layer.frame_indices`), the view from `transforms.eval_view` (short
+side resized, centre or one of 3 crops) at the cell size ``image_size // n``, and the
+on-device step is `time_layer.preprocess` with the config's normalisation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from time_jax import time_layer
+from time_jax.data import transforms
+from time_jax.data import video as video_lib
+
+
+def read_views(path: str, config: ml_collections.ConfigDict, *, clips: int = 1,
+               crops: int = 1) -> np.ndarray:
+  """The evaluation views of one video, before the TIME arrangement.
+
+  Args:
+    path: a video file.
+    config: the checkpoint's config (``time``, ``image_size``, ``input``).
+    clips, crops: K temporal clips times 1 or 3 spatial crops, ordered
+      ``clip · crops + crop`` as the eval pipeline's ``view``.
+
+  Returns:
+    uint8 ``[clips·crops, t_out·n·n, cell, cell, 3]``, ``cell = image_size // n``.
+
+  Raises:
+    DecodeError: the file is missing or cannot be decoded.
+  """
+  t = config.time
+  cell = (int(config.image_size) // t.n,) * 2
+  fraction = float(config.input.get("eval_crop_fraction", 0.875))
+  views = []
+  for clip in range(clips):
+    choose = functools.partial(transforms.clip_indices, t_out=t.t_out, n=t.n, clip=clip,
+                               num_clips=clips)
+    frames, _ = video_lib.read_video(path, choose)
+    for crop in range(crops):
+      view = transforms.eval_view(frames.shape[1], frames.shape[2], cell,
+                                  crop_fraction=fraction, crop=crop, num_crops=crops)
+      views.append(transforms.prepare(frames, view, cell))
+  return np.stack(views)
+
+
+def _stats(config) -> dict[str, tuple[float, ...]]:
+  mean = config.input.get("mean", time_layer.IMAGENET_MEAN)
+  std = config.input.get("std", time_layer.IMAGENET_STD)
+  return dict(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+
+def model_input(cells: np.ndarray, config: ml_collections.ConfigDict) -> jnp.ndarray:
+  """``uint8 [views, t_out·n·n, cell, cell, 3]`` -> float32 ``[views, t_out, H, W, 3]``
+  (TIME arrangement, normalisation and resize of `time_layer.preprocess`)."""
+  size = (int(config.image_size),) * 2
+  return time_layer.preprocess_jit(jnp.asarray(cells), n=int(config.time.n),
+                                   arrangement=str(config.time.arrangement), size=size,
+                                   **_stats(config))
+
+
+def to_uint8(x: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+  """Normalised ``[..., H, W, 3]`` -> uint8 frames (``x · std + mean``, clipped)."""
+  s = _stats(config)
+  x = np.asarray(x, np.float32) * np.asarray(s["std"]) + np.asarray(s["mean"])
+  return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)

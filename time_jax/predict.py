@@ -1,0 +1,172 @@
+"""Classifies video files with a trained checkpoint: the top-5 classes and probabilities.
+
+  python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
+
+CKPT is a training workdir or a ported-weights folder (`time_jax.diagnose.checkpoints`);
+class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
+is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size):
+``--views K×C`` takes K temporal clips times C in {1, 3} spatial crops (default: the
+run's ``input.eval_clips`` × ``input.eval_crops``), averages their logits as evaluation
+does, and reports the softmax of the mean.
+
+From Python, for many videos with one loaded model::
+
+    from time_jax import predict
+    predictor = predict.Predictor("workdir/demo", clips=2)
+    for p in predictor(["a.mp4", "b.mp4"]):
+      print(p.video, p.top[0])                     # ('class name', probability)
+    predict.predict("workdir/demo", ["a.mp4"])      # the same in one call
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from time_jax.data.base import DecodeError
+from time_jax.diagnose import checkpoints
+from time_jax.diagnose import inputs
+
+
+@dataclasses.dataclass
+class Prediction:
+  """The result for one video.
+
+  Attributes:
+    video: the file.
+    top: ``[(class name, probability)]``, most probable first.
+    probabilities: float ``[num_classes]``, softmax of the view-averaged logits.
+    views: clips × crops averaged.
+  """
+  video: str
+  top: list[tuple[str, float]]
+  probabilities: np.ndarray
+  views: int
+
+  def to_json(self) -> dict:
+    return dict(video=self.video, views=self.views,
+                top=[dict(label=name, probability=p) for name, p in self.top])
+
+
+def parse_views(text: str) -> tuple[int, int]:
+  """``'K'``, ``'KxC'`` or ``'K×C'`` -> ``(K, C)`` with K >= 1 and C in {1, 3}."""
+  m = re.fullmatch(r"\s*(\d+)\s*(?:[x×X*]\s*(\d+))?\s*", text)
+  if not m:
+    raise ValueError(f"--views {text!r}: write clips x crops, e.g. 2x3 (or just 2).")
+  clips, crops = int(m.group(1)), int(m.group(2) or 1)
+  if clips < 1 or crops not in (1, 3):
+    raise ValueError(f"--views {text!r}: clips must be >= 1 and crops 1 or 3.")
+  return clips, crops
+
+
+class Predictor:
+  """A loaded classifier that maps video files to `Prediction`s.
+
+  Args:
+    checkpoint: a training workdir or ported-weights folder (or a loaded
+      `checkpoints.Checkpoint`).
+    clips, crops: views per video (default: the checkpoint config's eval views).
+    n, t_out, image_size, arrangement: override the checkpoint's TIME layer.
+
+  Raises:
+    CheckpointError: the checkpoint is missing or unreadable.
+    ValueError: it holds no classifier (a pretrainer or a model without head).
+  """
+
+  def __init__(self, checkpoint: str | checkpoints.Checkpoint, *, clips: int | None = None,
+               crops: int | None = None, n: int | None = None, t_out: int | None = None,
+               image_size: int | None = None, arrangement: str | None = None):
+    if isinstance(checkpoint, checkpoints.Checkpoint):
+      self.ckpt = checkpoint
+    else:
+      self.ckpt = checkpoints.load(checkpoint, n=n, t_out=t_out, image_size=image_size,
+                                   arrangement=arrangement)
+    if self.ckpt.is_pretrainer or not self.ckpt.class_names:
+      raise ValueError(f"{self.ckpt.path} holds {self.ckpt.model_name!r} without a "
+                       "classification head; predict needs a fine-tuned classifier.")
+    i = self.ckpt.config.input
+    self.clips = int(clips or i.get("eval_clips", 1))
+    self.crops = int(crops or i.get("eval_crops", 1))
+    parse_views(f"{self.clips}x{self.crops}")
+    model = self.ckpt.build_model()
+    self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self.variables = jax.device_put(self.ckpt.variables)
+
+  @property
+  def class_names(self) -> list[str]:
+    return self.ckpt.class_names
+
+  def logits(self, video: str) -> np.ndarray:
+    """float32 ``[views, num_classes]`` for one video file.
+
+    Raises:
+      DecodeError: the file is missing or cannot be decoded.
+    """
+    cells = inputs.read_views(video, self.ckpt.config, clips=self.clips, crops=self.crops)
+    x = inputs.model_input(cells, self.ckpt.config)
+    return np.asarray(self._apply(self.variables, x), np.float32)
+
+  def predict_one(self, video: str, top_k: int = 5) -> Prediction:
+    logits = self.logits(video).astype(np.float64).mean(0)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return Prediction(video, [(self.class_names[k], float(probs[k])) for k in order],
+                      probs.astype(np.float32), self.clips * self.crops)
+
+  def __call__(self, videos: str | Sequence[str], top_k: int = 5) -> list[Prediction]:
+    """`Prediction`s of one video path or a list of them, in order."""
+    if isinstance(videos, str):
+      videos = [videos]
+    return [self.predict_one(v, top_k) for v in videos]
+
+
+def predict(checkpoint: str, videos: str | Sequence[str], *, views: tuple[int, int] | None
+            = None, top_k: int = 5, **overrides) -> list[Prediction]:
+  """Loads ``checkpoint`` once and predicts every video (see `Predictor`)."""
+  clips, crops = views if views is not None else (None, None)
+  return Predictor(checkpoint, clips=clips, crops=crops, **overrides)(videos, top_k)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m time_jax.predict", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="training workdir or ported folder")
+  p.add_argument("--video", required=True, nargs="+", help="video file(s)")
+  p.add_argument("--views", default=None,
+                 help="clips x crops averaged, e.g. 2x3 (default: the run's eval views)")
+  p.add_argument("--top", type=int, default=5, help="classes to list")
+  p.add_argument("--n", type=int, default=None, help="override the checkpoint's TIME N")
+  p.add_argument("--t-out", type=int, default=None, help="override T*")
+  p.add_argument("--image-size", type=int, default=None, help="override H* = W*")
+  p.add_argument("--arrangement", default=None, choices=("spatial", "temporal"))
+  p.add_argument("--json", action="store_true", help="print one JSON object per video")
+  args = p.parse_args(argv)
+  try:
+    clips, crops = parse_views(args.views) if args.views else (None, None)
+    predictor = Predictor(args.checkpoint, clips=clips, crops=crops, n=args.n,
+                          t_out=args.t_out, image_size=args.image_size,
+                          arrangement=args.arrangement)
+    for video in args.video:
+      result = predictor.predict_one(video, args.top)
+      if args.json:
+        print(json.dumps(result.to_json()))
+      else:
+        print(f"{video} ({result.views} views)")
+        for rank, (name, prob) in enumerate(result.top, 1):
+          print(f"  {rank}. {name:<30s} {prob:.4f}")
+  except (checkpoints.CheckpointError, DecodeError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
