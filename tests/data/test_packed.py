@@ -17,9 +17,21 @@ import numpy as np
 import pytest
 
 from time_jax.data import config as data_config
-from time_jax.data import packed
 from time_jax.data import pipeline
 from time_jax.data.base import DecodeError, Record
+
+packed = None  # imported per test: see _import_packed
+
+
+@pytest.fixture(autouse=True)
+def _import_packed():
+  # Not at collection time: test_pack_cli.test_cli_plumbing stands in a fake
+  # time_jax.data.packed through sys.modules, which `from time_jax.data import packed`
+  # ignores once the real module is an attribute of the package.
+  global packed
+  from time_jax.data import packed as module  # pylint: disable=g-import-not-at-top
+  packed = module
+
 
 TOL = 3  # JPEG (quality 90) error on uniform colours, in uint8 steps
 
