@@ -19,7 +19,7 @@ import sys
 from time_jax.data.base import DecodeError
 from time_jax.diagnose.checkpoints import CheckpointError
 
-TOOLS = ("similarity", "attention", "reconstruct", "time_grid")
+TOOLS = ("similarity", "attention", "features", "reconstruct", "time_grid")
 
 
 def main(argv=None) -> int:
