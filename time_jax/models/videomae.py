@@ -313,6 +313,7 @@ class Attention(nn.Module):
   num_heads: int
   dtype: Dtype = jnp.float32
   kernel_init: Any = _trunc02
+  qkv_bias: bool = False  # True: one ``qkv`` bias (timm's ViT) instead of q/v biases
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -322,14 +323,15 @@ class Attention(nn.Module):
       raise ValueError(f"embed_dim={dim} is not a multiple of num_heads={self.num_heads}.")
     head_dim = dim // self.num_heads
     qkv = _dense(3 * dim, self.dtype, self.kernel_init, ("embed", "heads"),
-                 use_bias=False, name="qkv")(x)
-    zeros = nn.initializers.zeros
-    q_bias = self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                        (dim,), jnp.float32)
-    v_bias = self.param("v_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                        (dim,), jnp.float32)
-    bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
-    qkv = (qkv + bias).reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
+                 use_bias=self.qkv_bias, name="qkv")(x)
+    if not self.qkv_bias:
+      zeros = nn.initializers.zeros
+      q_bias = self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads",)),
+                          (dim,), jnp.float32)
+      v_bias = self.param("v_bias", nn.with_logical_partitioning(zeros, ("heads",)),
+                          (dim,), jnp.float32)
+      qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
+    qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
     q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
     q = q * jnp.asarray(head_dim ** -0.5, self.dtype)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
@@ -367,6 +369,7 @@ class Block(nn.Module):
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
   kernel_init: Any = _trunc02
+  qkv_bias: bool = False
 
   def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
     if not train or self.drop_path == 0.0:
@@ -380,7 +383,7 @@ class Block(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x: [batch, tokens, embed]`` -> same shape."""
     dim = x.shape[-1]
-    y = Attention(self.num_heads, self.dtype, self.kernel_init, name="attn")(
+    y = Attention(self.num_heads, self.dtype, self.kernel_init, self.qkv_bias, name="attn")(
         _layer_norm(self.dtype, "norm1")(x))
     if self.init_values:
       y = y * self.param("gamma_1", nn.with_logical_partitioning(
@@ -398,7 +401,7 @@ class Block(nn.Module):
 
 def _blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
             drop_path_rate: float, init_values: float, dtype: Dtype, kernel_init,
-            train: bool) -> jax.Array:
+            train: bool, qkv_bias: bool = False) -> jax.Array:
   """``depth`` blocks ``blocks_{i}`` in the calling module; drop path rises linearly.
 
   Must be called inside a compact method. ``x: [batch, tokens, embed]``.
@@ -407,7 +410,7 @@ def _blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
   for i in range(depth):
     x = Block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
               drop_path=float(rates[i]), init_values=init_values, dtype=dtype,
-              kernel_init=kernel_init, name=f"blocks_{i}")(x, train=train)
+              kernel_init=kernel_init, qkv_bias=qkv_bias, name=f"blocks_{i}")(x, train=train)
   return x
 
 

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from time_jax import models
 from time_jax.data import pipeline
 from time_jax.data import protocols
+from time_jax.models import pretrained
 from time_jax.models import videomae
 from time_jax.train import checkpoint as ckpt_lib
 from time_jax.train import metrics as metrics_lib
@@ -98,42 +99,24 @@ def _total_steps(config, steps_per_epoch: int) -> int:
   return max(1, int(math.ceil(config.train.num_epochs * steps_per_epoch)))
 
 
-def _merge_matching(target: dict, source: dict, prefix: str = "") -> tuple[dict, list, list]:
-  """Copies ``source`` leaves into ``target`` where path and shape agree."""
-  out, copied, skipped = {}, [], []
-  for k, v in target.items():
-    path = f"{prefix}/{k}"
-    if isinstance(v, dict):
-      sub = source.get(k) if isinstance(source, dict) else None
-      out[k], c, s = _merge_matching(v, sub if isinstance(sub, dict) else {}, path)
-      copied += c
-      skipped += s
-    elif isinstance(source, dict) and k in source and np.shape(source[k]) == v.shape:
-      out[k] = np.asarray(source[k], v.dtype)
-      copied.append(path)
-    else:
-      out[k] = v
-      skipped.append(path)
-  return out, copied, skipped
-
-
 def _init_from(config, workdir: str, state, state_shardings):
   """Loads ``checkpoint.init_from`` (a previous run's workdir or a ported checkpoint)."""
   path = config.checkpoint.init_from
   if not os.path.isabs(path):
     path = os.path.normpath(os.path.join(workdir, path))
   target = {"params": jax.device_get(state.params)}
+  if state.batch_stats:
+    target["batch_stats"] = jax.device_get(state.batch_stats)
   if os.path.isdir(os.path.join(path, "checkpoints")):
     source = {"params": ckpt_lib.restore_params(path)}
-    merged, copied, skipped = _merge_matching(target, source)
-    logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path,
-                 len(copied), len(skipped), skipped[:20])
   else:
     from time_jax.port import common  # pylint: disable=g-import-not-at-top
-    from time_jax.models import pretrained  # pylint: disable=g-import-not-at-top
     source, _ = common.restore(path)
-    merged = pretrained.load_into(target, source, model_name=config.model.name)
+  merged = pretrained.load_into(target, source, model_name=config.model.name)
   params = jax.device_put(merged["params"], state_shardings.params)
+  if "batch_stats" in merged:
+    return state.replace(params=params, batch_stats=jax.device_put(
+        merged["batch_stats"], state_shardings.batch_stats))
   return state.replace(params=params)
 
 
