@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -105,6 +106,10 @@ def _latest_state(workdir: str) -> dict[str, Any]:
   if not steps:
     raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in {directory}.")
   path = os.path.join(directory, str(max(steps)), "state")
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  # The loop keeps _CHECKPOINT_METADATA at the step level, not in state/: orbax warns.
+  absl_logger.setLevel(logging.ERROR)
   try:
     with ocp.PyTreeCheckpointer() as ckptr:
       # Host numpy arrays: the run's device layout need not exist here.
@@ -115,6 +120,8 @@ def _latest_state(workdir: str) -> dict[str, Any]:
       tree = ckptr.restore(path, restore_args=as_numpy)
   except Exception as e:  # orbax raises many types for damaged folders
     raise CheckpointError(f"{path}: cannot restore the checkpoint ({e}).") from e
+  finally:
+    absl_logger.setLevel(level)
   return tree
 
 
