@@ -17,9 +17,10 @@ the statistics are synchronised without a ``pmap`` axis name. With ``frozen_bn=T
 the running statistics are used and never updated (the usual choice for small batches
 when fine-tuning from ImageNet).
 
-Sows into ``'intermediates'`` (when mutable): ``conv1`` (stem convolution output
-``[batch·time, H/2, W/2, 64]``), and per bottleneck ``layer{s}_{b}/{conv1, conv2, conv3}``
-(convolution outputs) and ``layer{s}_{b}/out`` (block output); plus ``pre_logits``.
+Sows into ``'intermediates'`` (when mutable) each bottleneck's output
+``layer{s}_{b}/out: [batch·time, h, w, 4·width]`` and ``pre_logits``. Convolution outputs
+(``conv1``, ``layer1_0/conv2``, ...) are the modules' own outputs: take them with
+``capture_intermediates`` (`time_jax.diagnose.features` does).
 """
 
 from __future__ import annotations
@@ -71,13 +72,10 @@ class Bottleneck(nn.Module):
     bn = functools.partial(_bn, train, self.frozen_bn, self.dtype)
     out_ch = 4 * self.width
     y = _conv(self.width, 1, 1, self.dtype, "conv1")(x)
-    self.sow("intermediates", "conv1", y)
     y = nn.relu(bn("bn1")(y))
     y = _conv(self.width, 3, self.stride, self.dtype, "conv2")(y)
-    self.sow("intermediates", "conv2", y)
     y = nn.relu(bn("bn2")(y))
     y = _conv(out_ch, 1, 1, self.dtype, "conv3")(y)
-    self.sow("intermediates", "conv3", y)
     y = bn("bn3", zero=self.zero_init_last)(y)
     if self.stride != 1 or x.shape[-1] != out_ch:
       x = bn("downsample_bn")(_conv(out_ch, 1, self.stride, self.dtype, "downsample_conv")(x))
@@ -113,7 +111,6 @@ class ResNet(nn.Module):
     batch, time = x.shape[:2]
     h = x.reshape(batch * time, *x.shape[2:]).astype(self.dtype)
     h = _conv(64, 7, 2, self.dtype, "conv1")(h)
-    self.sow("intermediates", "conv1", h)
     h = nn.relu(_bn(train, self.frozen_bn, self.dtype, "bn1")(h))
     h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for s, blocks in enumerate(self.stages):
