@@ -22,15 +22,9 @@ faster). Models whose time_jax module is absent are reported as such.
 """
 
 import argparse
-import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import logging
 import statistics
-import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -39,56 +33,12 @@ import optax
 
 from time_jax import models
 from time_jax.models import videomae as vm
+from time_jax.port import reference
 
 
 def _torch():
   import torch  # pylint: disable=g-import-not-at-top
   return torch
-
-
-class _AnyAttr(type):
-  """Placeholder classes whose every attribute is another placeholder class."""
-
-  def __getattr__(cls, name):
-    if name.startswith("__"):
-      raise AttributeError(name)
-    return _AnyAttr(name, (), {})
-
-
-class _Stub(types.ModuleType):
-  """A ``torchvision.*`` stand-in: any attribute is a placeholder class.
-
-  timm imports torchvision names (datasets, transforms, FrozenBatchNorm2d) at module
-  load; the ResNet-50 and ViT forward/backward passes never use them.
-  """
-  __path__ = []  # a package, so submodules import
-
-  def __getattr__(self, name):
-    if name.startswith("__"):
-      raise AttributeError(name)
-    return _AnyAttr(name, (), {})
-
-
-class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  def find_spec(self, fullname, path, target=None):
-    del path, target
-    if fullname == "torchvision" or fullname.startswith("torchvision."):
-      return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-    return None
-
-  def create_module(self, spec):
-    return _Stub(spec.name)
-
-  def exec_module(self, module):
-    pass
-
-
-def _timm():
-  """timm, with torchvision stubbed out when it is not installed."""
-  if importlib.util.find_spec("torchvision") is None:
-    sys.meta_path.append(_StubFinder())
-  import timm  # pylint: disable=g-import-not-at-top
-  return timm
 
 
 def _median(fn, sync, repeats):
@@ -188,7 +138,7 @@ def build_cases(args, device, gpu):
 
     def theirs(timm_name=timm_name):
       kw = {"img_size": size} if timm_name.startswith("vit") else {}
-      model = _timm().create_model(timm_name, num_classes=400, **kw)
+      model = reference.timm().create_model(timm_name, num_classes=400, **kw)
       return _torch_step(model, _frames_loss(frames_input(tstar), labels), device, gpu)
     cases.append(_Case(f"{name} (T*={tstar})", ours, theirs))
 

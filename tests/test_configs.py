@@ -389,7 +389,7 @@ def _init_shapes(name: str, kwargs: tuple, t_out: int, mode: str, num_classes: i
 def test_config_builds_model_and_pipeline(spec, data_root):
   c = shrink(_config(spec, data_root))
   _need_model(c.model.name)
-  num_classes = c.dataset.num_classes or 2
+  num_classes = c.dataset.num_classes or len(protocols.load(c.dataset).class_names)
   model, variables = _init_shapes(c.model.name, tuple(sorted(c.model.kwargs.items())),
                                   c.time.t_out, c.mode, num_classes)
   params = variables["params"]

@@ -77,6 +77,12 @@ def _adapt(path: tuple[str, ...], want: tuple[int, ...], source: dict) -> tuple[
 
 def load_into(target: Mapping[str, Any], source: Mapping[str, Any], *,
               model_name: str = "") -> dict[str, Any]:
+  """``target`` with every variable ``source`` can provide; `merge` without the report."""
+  return merge(target, source, model_name=model_name)[0]
+
+
+def merge(target: Mapping[str, Any], source: Mapping[str, Any], *,
+          model_name: str = "") -> tuple[dict[str, Any], list[str], list[str]]:
   """``target`` with every variable ``source`` can provide (see the module docstring).
 
   Args:
@@ -86,12 +92,14 @@ def load_into(target: Mapping[str, Any], source: Mapping[str, Any], *,
     model_name: for messages.
 
   Returns:
-    a tree with ``target``'s structure, shapes and dtypes.
+    ``(merged, loaded, kept)``: a tree with ``target``'s structure, shapes and dtypes;
+    the names of the variables taken from ``source``; those kept from ``target``
+    (with the reason).
 
   Raises:
     ValueError: no variable of ``source`` fits the model.
   """
-  merged, loaded, adapted, kept = {}, 0, [], []
+  merged, loaded, adapted, kept = {}, [], [], []
   for collection, tree in target.items():
     flat_src = traverse_util.flatten_dict(dict(source.get(collection, {}))) if isinstance(
         source.get(collection), Mapping) else {}
@@ -104,7 +112,7 @@ def load_into(target: Mapping[str, Any], source: Mapping[str, Any], *,
         kept.append(f"{name} ({how})")
         continue
       flat[path] = np.asarray(new, np.asarray(value).dtype)
-      loaded += 1
+      loaded.append(name)
       if how != "copied":
         adapted.append(f"{name}: {how}")
     merged[collection] = traverse_util.unflatten_dict(flat)
@@ -112,8 +120,8 @@ def load_into(target: Mapping[str, Any], source: Mapping[str, Any], *,
     raise ValueError(f"none of the checkpoint's variables fit {model_name or 'the model'}; "
                      f"it holds {sorted(source)} of another architecture. Check "
                      "checkpoint.init_from and model.name.")
-  logging.info("Loaded %d variables into %s; adapted %d: %s", loaded, model_name,
-               len(adapted), adapted)
+  logging.info("Loaded %d variables into %s, kept %d from initialisation; adapted %d: %s",
+               len(loaded), model_name, len(kept), len(adapted), adapted)
   if kept:
     logging.info("Kept %d variables from initialisation: %s", len(kept), kept[:30])
-  return merged
+  return merged, loaded, kept

@@ -135,7 +135,7 @@ class ViT(nn.Module):
     return logits.mean(axis=1)  # TSN consensus over the T* frames
 
 
-def _vit(size: str, patch_size: int, *, num_classes: int = 1000, image_size: int = 224,
+def _vit(size: str, default_patch: int, *, num_classes: int = 1000, image_size: int = 224,
          num_frames: int = 1, dtype: Dtype = jnp.float32, **kwargs) -> ViT:
   """A ViT of timm ``size``; ``kwargs`` override `ViT` attributes.
 
@@ -143,11 +143,12 @@ def _vit(size: str, patch_size: int, *, num_classes: int = 1000, image_size: int
   independent images, so any T* works with the same parameters.
   """
   del num_frames
-  if image_size % patch_size:
-    raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}.")
   embed_dim, depth, num_heads = SIZES[size]
-  kw = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size)
+  kw = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=default_patch)
   kw.update(kwargs)
+  if image_size % kw["patch_size"]:
+    raise ValueError(f"image_size={image_size} is not a multiple of "
+                     f"patch_size={kw['patch_size']}.")
   return ViT(num_classes=num_classes, image_size=image_size, dtype=dtype, **kw)
 
 

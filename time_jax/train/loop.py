@@ -112,7 +112,9 @@ def _init_from(config, workdir: str, state, state_shardings):
   else:
     from time_jax.port import common  # pylint: disable=g-import-not-at-top
     source, _ = common.restore(path)
-  merged = pretrained.load_into(target, source, model_name=config.model.name)
+  merged, loaded, kept = pretrained.merge(target, source, model_name=config.model.name)
+  logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path, len(loaded),
+               len(kept), kept[:20])
   params = jax.device_put(merged["params"], state_shardings.params)
   if "batch_stats" in merged:
     return state.replace(params=params, batch_stats=jax.device_put(
