@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+import time_jax.data
 from time_jax.data import pack
 from time_jax.data import pipeline
 from time_jax.data.base import Record
@@ -66,7 +67,9 @@ def test_cli_plumbing(tmp_path, monkeypatch):
       return [Record(p, l) for p, l in json.load(f)]
 
   fake.write_packed, fake.packed_records = write_packed, packed_records
+  # `from time_jax.data import packed` reads the package attribute first.
   monkeypatch.setitem(sys.modules, "time_jax.data.packed", fake)
+  monkeypatch.setattr(time_jax.data, "packed", fake, raising=False)
   monkeypatch.setattr(pipeline, "make_reader", lambda config: _Reader())
   out = tmp_path / "packed"
   assert pack.main(["--config", str(cfg_file), "--out", str(out),

@@ -16,26 +16,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-import time_jax.data
 from time_jax.data import config as data_config
+from time_jax.data import packed
 from time_jax.data import pipeline
 from time_jax.data.base import DecodeError, Record
-
-packed = None  # imported per test: see _import_packed
-
-
-@pytest.fixture(autouse=True)
-def _import_packed():
-  # test_pack_cli.test_cli_plumbing stands in a fake time_jax.data.packed through
-  # sys.modules, which `from time_jax.data import packed` ignores while the real
-  # module is an attribute of the package; so import it per test and drop the
-  # attribute afterwards (the import then falls back to sys.modules), in any order.
-  global packed
-  from time_jax.data import packed as module  # pylint: disable=g-import-not-at-top
-  packed = module
-  yield
-  vars(time_jax.data).pop("packed", None)
-
 
 TOL = 3  # JPEG (quality 90) error on uniform colours, in uint8 steps
 
