@@ -96,3 +96,22 @@ def test_mesh_shape_fills_minus_one_and_names_the_field():
   cfg.fsdp = 3
   with pytest.raises(ValueError, match="config.mesh"):
     sharding.mesh_shape(cfg, 8)
+
+
+def test_resnet_batchnorm_statistics_span_the_global_batch(moving):
+  """BatchNorm in training on an 8-device mesh: the statistics are those of the whole
+  batch (synchronised), so parameters and running statistics equal one device's."""
+  config = moving.tiny_config("finetune")
+  config.model.name = "resnet50"
+  config.model.kwargs = ml_collections.ConfigDict(dict(stages=(1, 1, 1, 1)))
+  config.optimizer.layer_decay = 1.0
+  batches = _batches(moving, config)
+  config.mesh = ml_collections.ConfigDict(dict(data=8, fsdp=1, model=1))
+  p8, l8, s8 = _run(config, jax.devices()[:8], batches)
+  config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, model=1))
+  p1, l1, s1 = _run(config, jax.devices()[:1], batches)
+  np.testing.assert_allclose(l8, l1, rtol=1e-5)
+  _assert_same(p1, p8, rtol=1e-4)
+  _assert_same(jax.device_get(s1.batch_stats), jax.device_get(s8.batch_stats), rtol=1e-4)
+  # the statistics moved away from their initial values
+  assert not np.allclose(jax.device_get(s1.batch_stats)["bn1"]["var"], 1.0)
