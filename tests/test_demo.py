@@ -27,7 +27,7 @@ def test_time_beats_single_frames(tmp_path, monkeypatch):
   results = {}
   for n in (2, 1):
     config = _demo(n, tmp_path)
-    config.train.num_epochs = 10.0
+    config.train.num_epochs = 25.0
     config_lib.validate(config)
     results[n] = loop.train_and_evaluate(config, str(tmp_path / f"n{n}"))["eval/top1"]
   assert results[2] > results[1] + 0.2, results

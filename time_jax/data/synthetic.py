@@ -100,11 +100,12 @@ def write_mp4(path: str, frames: np.ndarray, fps: int = 25) -> None:
     stream = container.add_stream("libx264", rate=fps)
     stream.width, stream.height = w, h
     stream.pix_fmt = "yuv420p"
-    # One encoder thread: with threads the bytes (and decoded pixels) vary per run.
+    # One encoder thread and no SIMD: otherwise x264's output (and the decoded pixels)
+    # varies from run to run; these clips are tiny, so plain C is fast enough.
     stream.codec_context.thread_count = 1
     stream.codec_context.thread_type = "NONE"
     stream.options = {"crf": "18", "preset": "veryfast",
-                      "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+                      "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:asm=0"}
     for image in frames:
       for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
         container.mux(packet)
