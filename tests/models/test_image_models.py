@@ -174,3 +174,30 @@ def test_load_into_refuses_weights_of_another_model():
   resnet = {"params": {"conv1": {"kernel": np.zeros((7, 7, 3, 64))}}}
   with pytest.raises(ValueError, match="none of the checkpoint's variables fit"):
     pretrained.load_into(vit, resnet, model_name="vit_ti16")
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(1, 1, 9), (1, 2, 9), (3, 1, 8), (3, 2, 9),
+                                                (7, 2, 11)])
+def test_resnet_conv_as_matmul_equals_xla_convolution(kernel, stride, size):
+  from time_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 5))
+  conv = resnet.Conv(6, kernel, stride, impl="xla")
+  variables = conv.init(jax.random.key(1), x)
+  want = conv.apply(variables, x)
+  got = conv.clone(impl="matmul").apply(variables, x)
+  assert got.shape == want.shape == (2, -(-size // stride), -(-size // stride), 6)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_gives_the_same_logits_and_gradients_with_either_convolution():
+  model = models.create("resnet50", num_classes=4, conv_impl="xla", zero_init_last=False)
+  x = jax.random.normal(jax.random.key(0), (2, 1, 40, 40, 3))
+  variables = model.init(jax.random.key(1), x)
+
+  def loss(params, m):
+    # Eval-mode BatchNorm: batch statistics of 2 tiny images would amplify rounding.
+    return jnp.sum(m.apply({**variables, "params": params}, x) ** 2)
+  l1, g1 = jax.value_and_grad(loss)(variables["params"], model)
+  l2, g2 = jax.value_and_grad(loss)(variables["params"], model.clone(conv_impl="matmul"))
+  np.testing.assert_allclose(l1, l2, rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4), g1, g2)
