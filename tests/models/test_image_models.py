@@ -63,11 +63,12 @@ def test_resnet_batchnorm_trains_on_batch_statistics_unless_frozen():
 
 
 def test_resnet_feature_maps_under_torchvision_names():
+  from time_jax.models import resnet  # pylint: disable=g-import-not-at-top
   model = models.create("resnet50", num_classes=3)
   x = jnp.ones((1, 2, 64, 64, 3))
   variables = model.init(jax.random.key(0), x)
   _, inter = model.apply(variables, x, mutable=["intermediates"],
-                         capture_intermediates=lambda mdl, _: isinstance(mdl, nn.Conv))
+                         capture_intermediates=lambda mdl, _: isinstance(mdl, resnet.Conv))
   inter = inter["intermediates"]
   assert inter["conv1"]["__call__"][0].shape == (2, 32, 32, 64)
   assert inter["layer1_0"]["conv1"]["__call__"][0].shape == (2, 16, 16, 64)
