@@ -101,8 +101,8 @@ def merge(target: Mapping[str, Any], source: Mapping[str, Any], *,
   """
   merged, loaded, adapted, kept = {}, [], [], []
   for collection, tree in target.items():
-    flat_src = traverse_util.flatten_dict(dict(source.get(collection, {}))) if isinstance(
-        source.get(collection), Mapping) else {}
+    src = source.get(collection)
+    flat_src = traverse_util.flatten_dict(dict(src)) if isinstance(src, Mapping) else {}
     flat = {}
     for path, value in traverse_util.flatten_dict(dict(tree)).items():
       new, how = _adapt(path, tuple(np.shape(value)), flat_src)

@@ -124,11 +124,10 @@ class ViT(nn.Module):
     else:
       h = videomae._layer_norm(self.dtype, "fc_norm")(h[:, 1:].mean(axis=1))  # pylint: disable=protected-access
     h = h.reshape(batch, time, -1)
+    pooled = h.mean(axis=1)
+    self.sow("intermediates", "pre_logits", pooled)
     if not self.num_classes:
-      out = h.mean(axis=1)
-      self.sow("intermediates", "pre_logits", out)
-      return out
-    self.sow("intermediates", "pre_logits", h.mean(axis=1))
+      return pooled
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     logits = videomae._head(  # pylint: disable=protected-access
         self.num_classes, self.dtype, 1.0, "classes", nn.initializers.zeros, "head")(h)

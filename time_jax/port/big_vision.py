@@ -130,10 +130,7 @@ def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_
   timm_state = to_timm(state)
   model, _ = timm_port.build_vit(timm_state, model_name, num_classes, **overrides)
   arch = timm_port.vit_arch(timm_state)
-  net = timm.models.vision_transformer.VisionTransformer(
-      img_size=arch["image_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
-      depth=arch["depth"], num_heads=model.num_heads, mlp_ratio=arch["mlp_ratio"],
-      num_classes=num_classes, global_pool="token")
+  net = timm_port.timm_vit(arch, model.num_heads, num_classes)
   vit_jax = {}
   for k, v in _normalise(state).items():
     k = re.sub(r"MultiHeadDotProductAttention", "MultiHeadDotProductAttention_1", k)

@@ -99,8 +99,8 @@ def fill(model: nn.Module, image_size: int, state: Mapping[str, np.ndarray],
 _BN = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 
 
-def resnet_key(collection: str, path: tuple[str, ...]) -> tuple[str, Callable]:
-  """A ResNet variable's torchvision/timm key and the transform from it."""
+def resnet_key(collection: str, path: tuple[str, ...]) -> tuple[str, Any]:
+  """A ResNet variable's torchvision/timm key and the axis permutation from it."""
   *mods, leaf = path
   names = []
   for m in mods:
@@ -172,8 +172,8 @@ def vit_arch(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
               num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0)
 
 
-def vit_key(collection: str, path: tuple[str, ...]) -> tuple[str, Callable]:
-  """A ViT variable's timm key and the transform from it."""
+def vit_key(collection: str, path: tuple[str, ...]) -> tuple[str, Any]:
+  """A ViT variable's timm key and the axis permutation from it."""
   del collection
   *mods, leaf = path
   if mods == ["patch_embed"]:
@@ -240,6 +240,17 @@ def relative_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
   return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
 
 
+def timm_vit(arch: Mapping[str, Any], num_heads: int, num_classes: int):
+  """timm's ``VisionTransformer`` of a `vit_arch` (random weights, to be loaded)."""
+  from time_jax.port import reference  # pylint: disable=g-import-not-at-top
+  return reference.timm().models.vision_transformer.VisionTransformer(
+      img_size=arch["image_size"], patch_size=arch["patch_size"],
+      embed_dim=arch["embed_dim"], depth=arch["depth"], num_heads=num_heads,
+      mlp_ratio=arch["mlp_ratio"], num_classes=num_classes,
+      global_pool="avg" if arch["pool"] == "gap" else "token",
+      init_values=1e-5 if arch["layer_scale"] else None)
+
+
 def timm_reference(state: Mapping[str, np.ndarray], model_name: str, num_classes: int,
                    num_heads: int | None = None):
   """The timm model of ``model_name`` holding ``state``, in eval mode (CPU, float32).
@@ -252,14 +263,8 @@ def timm_reference(state: Mapping[str, np.ndarray], model_name: str, num_classes
   if model_name in RESNET_MODELS:
     net = timm.create_model("resnet50", pretrained=False, num_classes=num_classes)
   else:
-    arch = vit_arch(state)
-    depth, heads = arch["depth"], num_heads or models.create(model_name).num_heads
-    net = timm.models.vision_transformer.VisionTransformer(
-        img_size=arch["image_size"], patch_size=arch["patch_size"],
-        embed_dim=arch["embed_dim"], depth=depth, num_heads=heads,
-        mlp_ratio=arch["mlp_ratio"], num_classes=num_classes,
-        global_pool="avg" if arch["pool"] == "gap" else "token",
-        init_values=1e-5 if arch["layer_scale"] else None)
+    net = timm_vit(vit_arch(state), num_heads or models.create(model_name).num_heads,
+                   num_classes)
   net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
                       strict=True)
   return net.eval()
