@@ -304,11 +304,45 @@ def _dense(features, dtype, kernel_init, axes, use_bias=True, name=None):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
 
 
+def _fused_attention(dtype: Dtype, head_dim: int) -> str | None:
+  """The `jax.nn.dot_product_attention` implementation for this layer, or None.
+
+  cuDNN's fused (flash) attention needs a GPU, a 16-bit compute dtype and a head size that
+  is a multiple of 8 up to 128; elsewhere the softmax is computed explicitly (None).
+  """
+  if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and head_dim % 8 == 0 and head_dim <= 128):
+    return "cudnn"
+  return None
+
+
+def _fused_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
+                                 implementation: str) -> jax.Array:
+  """``q, k, v: [batch, tokens, heads, head_dim]`` -> ``[batch, tokens, heads, head_dim]``.
+
+  cuDNN trains only on even token counts: an odd count (a class token plus an even number
+  of patches) gets one zero token appended that the sequence lengths mask out of every key,
+  and its output row is dropped.
+  """
+  tokens = q.shape[1]
+  if tokens % 2 == 0:
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+  q, k, v = (jnp.pad(a, ((0, 0), (0, 1), (0, 0), (0, 0))) for a in (q, k, v))
+  lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
+  out = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
+                                     key_value_seq_lengths=lengths,
+                                     implementation=implementation)
+  return out[:, :tokens]
+
+
 class Attention(nn.Module):
   """Official VideoMAE attention: ``qkv`` without bias plus ``q_bias`` and ``v_bias``.
 
   Sows the softmax weights ``attention_weights: [batch, heads, q, k]`` into
-  ``'intermediates'``.
+  ``'intermediates'`` when that collection is mutable; the softmax is then computed
+  explicitly. Otherwise, on a GPU in bfloat16/float16, the attention is cuDNN's fused
+  kernel (`jax.nn.dot_product_attention`, never materialising ``[q, k]``): same function,
+  float32 softmax accumulation, 16-bit rounding in other places.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -333,6 +367,10 @@ class Attention(nn.Module):
       qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
     qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
     q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    fused = _fused_attention(self.dtype, head_dim)
+    if fused and not self.is_mutable_collection("intermediates"):
+      out = _fused_dot_product_attention(q, k, v, head_dim ** -0.5, fused).reshape(x.shape)
+      return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"), name="proj")(out)
     q = q * jnp.asarray(head_dim ** -0.5, self.dtype)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
