@@ -13,14 +13,14 @@ import pytest
 from time_jax import models
 from time_jax.models import videomae as vm
 
-CONFIGS = [("videomae_b", dict(embed_dim=64, depth=2, num_heads=4, patch_size=8)),
-           ("vit_s16", dict(embed_dim=64, depth=2, num_heads=4, patch_size=8))]
+CONFIGS = [("videomae_b", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8)),
+           ("vit_s16", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8))]
 
 
 def _outputs_and_grads(name, kw, dtype, explicit):
   model = models.create(name, num_classes=5, image_size=32, num_frames=4, dtype=dtype, **kw)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 32, 32, 3)), dtype)
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   # Perturb every parameter: zero-initialised heads and biases would hide differences.
   leaves, tree = jax.tree.flatten(variables["params"])
   keys = jax.random.split(jax.random.key(1), len(leaves))
@@ -34,7 +34,7 @@ def _outputs_and_grads(name, kw, dtype, explicit):
     logits = out[0] if mutable else out
     return jnp.sum(logits.astype(jnp.float32) ** 2), logits
 
-  (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
   return np.asarray(logits, np.float32), jax.tree.map(lambda g: np.asarray(g, np.float32), grads)
 
 
