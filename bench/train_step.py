@@ -131,5 +131,6 @@ def main():
     print(f"{label:18s} {r['steps_per_sec']:8.2f} steps/s  {r['clips_per_sec']:9.1f} clips/s  "
           f"{r['tflops_per_step']:8.3f} TFLOP/step  MFU {mfu}", flush=True)
 
+
 if __name__ == "__main__":
   main()

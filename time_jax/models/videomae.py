@@ -367,16 +367,17 @@ class Attention(nn.Module):
       qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
     qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
     q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    scale = head_dim ** -0.5
     fused = _fused_attention(self.dtype, head_dim)
     if fused and not self.is_mutable_collection("intermediates"):
-      out = _fused_dot_product_attention(q, k, v, head_dim ** -0.5, fused).reshape(x.shape)
-      return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"), name="proj")(out)
-    q = q * jnp.asarray(head_dim ** -0.5, self.dtype)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    self.sow("intermediates", "attention_weights", weights)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
-    return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"), name="proj")(out)
+      out = _fused_dot_product_attention(q, k, v, scale, fused)
+    else:
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, self.dtype), k)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+      self.sow("intermediates", "attention_weights", weights)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"),
+                  name="proj")(out.reshape(x.shape))
 
 
 class Mlp(nn.Module):
