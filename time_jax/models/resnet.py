@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from time_jax.models.matmul import matmul
+
 Dtype = Any
 
 BN_EPS = 1e-5
@@ -48,7 +50,8 @@ class Conv(nn.Module):
   """A bias-free ``kernel × kernel`` convolution with PyTorch's symmetric padding.
 
   One parameter ``kernel: [k, k, in, out]`` (as ``nn.Conv``), computed either by XLA's
-  convolution (``impl='xla'``) or as matrix products (``'matmul'``): a 1×1 convolution
+  convolution (``impl='xla'``) or as matrix products (``'matmul'``, `matmul.matmul`, whose
+  weight gradient avoids XLA:CPU's transposed recomputations): a 1×1 convolution
   is a product over channels (after striding), a k×k one a product with the ``k·k``
   shifted views of the input stacked along channels (im2col). The two agree to float
   rounding; XLA:CPU runs the matmul form (and its gradient) much faster, GPUs the
@@ -81,14 +84,13 @@ class Conv(nn.Module):
           x, kernel, (s, s), ((pad, pad), (pad, pad)),
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if k == 1:
-      return jnp.einsum("bhwi,io->bhwo", x[:, ::s, ::s], kernel[0, 0])
+      return matmul(x[:, ::s, ::s], kernel[0, 0])
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     h = (x.shape[1] + 2 * pad - k) // s + 1
     w = (x.shape[2] + 2 * pad - k) // s + 1
     views = [xp[:, i:i + s * (h - 1) + 1:s, j:j + s * (w - 1) + 1:s]
              for i in range(k) for j in range(k)]
-    return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(views, axis=-1),
-                      kernel.reshape(-1, self.features))
+    return matmul(jnp.concatenate(views, axis=-1), kernel.reshape(-1, self.features))
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str,

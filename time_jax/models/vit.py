@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from time_jax.models import videomae
+from time_jax.models.matmul import product
 
 Dtype = Any
 
@@ -62,7 +63,7 @@ class PatchEmbed(nn.Module):
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                       (self.embed_dim,), jnp.float32)
     patches = videomae.patchify(x[:, None].astype(self.dtype), p, 1)
-    y = jnp.einsum("bnk,kd->bnd", patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype))
+    y = product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype))
     return y + bias.astype(self.dtype)
 
 
