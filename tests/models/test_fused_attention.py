@@ -17,15 +17,11 @@ CONFIGS = [("videomae_b", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8)
            ("vit_s16", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8))]
 
 
-def _outputs_and_grads(name, kw, dtype, explicit):
+def _outputs_and_grads(name, kw, dtype, explicit, perturb):
   model = models.create(name, num_classes=5, image_size=32, num_frames=4, dtype=dtype, **kw)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 32, 32, 3)), dtype)
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  # Perturb every parameter: zero-initialised heads and biases would hide differences.
-  leaves, tree = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  variables = {**variables, "params": jax.tree.unflatten(tree, [
-      p + 0.05 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])}
+  variables = {**variables, "params": perturb(variables["params"])}
   # A mutable 'intermediates' collection makes the model take the explicit softmax.
   mutable = ["intermediates"] if explicit else False
 
@@ -43,10 +39,10 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("name,kw", CONFIGS)
-def test_fused_branch_wiring_equals_explicit_softmax(name, kw, monkeypatch):
-  explicit = _outputs_and_grads(name, kw, jnp.float32, explicit=True)
+def test_fused_branch_wiring_equals_explicit_softmax(name, kw, monkeypatch, perturbed):
+  explicit = _outputs_and_grads(name, kw, jnp.float32, explicit=True, perturb=perturbed)
   monkeypatch.setattr(vm, "_fused_attention", lambda dtype, head_dim: "xla")
-  fused = _outputs_and_grads(name, kw, jnp.float32, explicit=False)
+  fused = _outputs_and_grads(name, kw, jnp.float32, explicit=False, perturb=perturbed)
   assert _rel(fused[0], explicit[0]) < 1e-5
   for f, e in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(explicit[1])):
     assert _rel(f, e) < 1e-4
@@ -61,9 +57,9 @@ def test_fused_only_where_cudnn_can_run():
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")
 @pytest.mark.parametrize("name,kw", CONFIGS)
-def test_cudnn_attention_matches_explicit_softmax_in_bf16(name, kw):
-  explicit = _outputs_and_grads(name, kw, jnp.bfloat16, explicit=True)
-  fused = _outputs_and_grads(name, kw, jnp.bfloat16, explicit=False)
+def test_cudnn_attention_matches_explicit_softmax_in_bf16(name, kw, perturbed):
+  explicit = _outputs_and_grads(name, kw, jnp.bfloat16, explicit=True, perturb=perturbed)
+  fused = _outputs_and_grads(name, kw, jnp.bfloat16, explicit=False, perturb=perturbed)
   assert _rel(fused[0], explicit[0]) < 2e-2
   for f, e in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(explicit[1])):
     assert _rel(f, e) < 5e-2

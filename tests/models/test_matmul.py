@@ -98,14 +98,12 @@ def test_attention_softmax_matches_jax_in_value_forward_and_reverse_mode():
     ("resnet50", dict(stages=(1, 1))),
     ("videomae_b", dict(embed_dim=32, depth=1, num_heads=2, patch_size=8)),
 ])
-def test_model_gradients_equal_those_with_xla_default_products(name, kw, monkeypatch):
+def test_model_gradients_equal_those_with_xla_default_products(name, kw, monkeypatch,
+                                                                 perturbed):
   model = models.create(name, num_classes=3, image_size=32, num_frames=2, **kw)
   x = _rand((2, 2, 32, 32, 3), 0)
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  leaves, tree = jax.tree.flatten(variables["params"])
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape)
-                                     for p, k in zip(leaves, keys)])
+  params = perturbed(variables["params"])
   mutable = [k for k in variables if k != "params"] or False
 
   def grads():
