@@ -13,7 +13,10 @@ weight gradient as one product over the flattened leading axes of ``x`` and ``g`
 copy XLA still makes is a plain copy of the saved input, not a recomputation. Measured
 on the ``bench/models.py --small`` steps (2 cores, old and new code alternated in one
 process), together with the attention softmax of `videomae._softmax`: ResNet-50 -18 %,
-ViT-B/16 -8 %, VideoMAE-B fine-tuning -11 %, pretraining -6 % per training step.
+ViT-B/16 -8 %, VideoMAE-B fine-tuning -11 %, pretraining -6 % per training step. On at
+most `_FEW_ROWS` rows the weight gradient is instead a product with an explicitly
+transposed input: the 90 %-masked VideoMAE-B pretraining step at batch 1 (20 visible
+tokens) another -7 %, measured the same way.
 
 A custom VJP supports reverse mode (``grad``, ``vjp``, ``jax.checkpoint``) but not forward
 mode (``jvp``, ``jacfwd``). The models use it on a CPU only (`product`,
@@ -40,14 +43,25 @@ def _matmul_fwd(x, w):
   return _product(x, w), (x, w)
 
 
+# Up to this many rows (tokens x batch), the weight gradient multiplies an explicitly
+# transposed input: XLA:CPU's product contracting the leading axes of both operands is
+# slow on few rows (0.44-1.01x the time for 8-64 rows of 768/3072-wide layers, 2 cores;
+# mixed above). The 90 %-masked VideoMAE encoder at batch 1 sees 20 rows.
+_FEW_ROWS = 64
+
+
 def _matmul_bwd(residuals, g):
   x, w = residuals
   dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))  # [..., in]
-  # The barrier keeps XLA from fusing the producer of x (a BatchNorm, a GELU) into the
-  # transposed copy the product needs: a plain transpose instead of a strided recompute.
-  x2 = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]))  # [n, in]
+  x2 = x.reshape(-1, x.shape[-1])  # [n, in]
   g2 = g.reshape(-1, g.shape[-1])  # [n, out]
-  dw = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))  # [in, out]
+  if x2.shape[0] <= _FEW_ROWS:
+    dw = jax.lax.optimization_barrier(x2.T) @ g2  # [in, n] @ [n, out]
+  else:
+    # The barrier keeps XLA from fusing the producer of x (a BatchNorm, a GELU) into the
+    # transposed copy the product needs: a plain transpose instead of a strided recompute.
+    x2 = jax.lax.optimization_barrier(x2)
+    dw = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))  # [in, out]
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
