@@ -22,6 +22,7 @@ faster). Models whose time_jax module is absent are reported as such.
 """
 
 import argparse
+import functools
 import logging
 import statistics
 import time
@@ -76,7 +77,7 @@ def _ours_classifier(name, batch, frames, size, dtype, num_classes=400, **kw):
           logits.astype(jnp.float32), labels).mean()
     return jax.value_and_grad(loss_fn)(variables["params"])
 
-  return lambda: step(variables, x, labels)
+  return functools.partial(step, variables, x, labels)  # .func, .args: bench/products.py
 
 
 def _ours_pretrain(batch, frames, size, dtype, ratio):
@@ -94,7 +95,7 @@ def _ours_pretrain(batch, frames, size, dtype, ratio):
       return vm.pretrain_loss(pred, x, mask)
     return jax.value_and_grad(loss_fn)(params)
 
-  return lambda: step(variables["params"], x, mask), np.array(mask)
+  return functools.partial(step, variables["params"], x, mask), np.array(mask)
 
 
 def _torch_step(model, loss_fn, device, gpu):
