@@ -5,7 +5,7 @@ alone explain: it traces our jitted fwd+bwd step of each model (the same steps a
 `bench/models.py`), collects every live ``dot_general`` in it (forward, input gradient and
 weight gradient, attention's batched products), and times each distinct product on
 random operands of its shapes, jitted alone in JAX and as ``torch.einsum`` on the same
-device, alternated. It prints, per model, the products ranked by their share of the step
+device, in three alternating blocks of calls. It prints, per model, the products ranked by their share of the step
 (count x time) and the totals with their ratio ours / PyTorch (< 1: XLA is faster).
 
 Products timed alone are not the step: XLA may fuse an elementwise producer into a
