@@ -174,21 +174,38 @@ def build_cases(args, device, gpu):
   return cases
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_args(p):
+  """The step sizes and the row filter, shared with bench/products.py."""
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--size", type=int, default=224)
   p.add_argument("--frames", type=int, default=16, help="VideoMAE clip length")
   p.add_argument("--t-star", type=int, default=8, help="frames for ResNet-50 / ViT")
   p.add_argument("--mask-ratio", type=float, default=0.9)
-  p.add_argument("--repeats", type=int, default=10)
   p.add_argument("--small", action="store_true",
-                 help="batch 1, 112², 8 / 4 frames, 3 repeats: minutes on a CPU")
+                 help="batch 1, 112², 8 / 4 frames: minutes on a CPU")
   p.add_argument("--only", default="", help="comma-separated row prefixes to run")
-  args = p.parse_args()
+
+
+def apply_small(args):
+  """``--small``: batch 1, 112², 8 VideoMAE / 4 ResNet-50 and ViT frames."""
   if args.small:
-    args.batch, args.size, args.frames, args.t_star, args.repeats = 1, 112, 8, 4, 3
+    args.batch, args.size, args.frames, args.t_star = 1, 112, 8, 4
+
+
+def selected(name, only):
+  """Whether the row ``name`` is run under ``--only`` (comma-separated prefixes)."""
+  return not only or any(name.startswith(o) for o in only.split(","))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_step_args(p)
+  p.add_argument("--repeats", type=int, default=10, help="3 with --small")
+  args = p.parse_args()
+  apply_small(args)
+  if args.small:
+    args.repeats = 3
   logging.basicConfig(level=logging.WARNING)
   torch = _torch()
   gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
@@ -205,7 +222,7 @@ def main():
         f"{'bf16' if gpu else 'fp32'}  fwd+bwd per step, median of {args.repeats}")
   print(f"{'model':<30} {'ours ms':>9} {'torch ms':>9} {'ratio':>6}")
   for case in build_cases(args, device, gpu):
-    if args.only and not any(case.name.startswith(o) for o in args.only.split(",")):
+    if not selected(case.name, args.only):
       continue
     try:
       ours = case.ours()

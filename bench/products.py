@@ -5,8 +5,9 @@ alone explain: it traces our jitted fwd+bwd step of each model (the same steps a
 `bench/models.py`), collects every live ``dot_general`` in it (forward, input gradient and
 weight gradient, attention's batched products), and times each distinct product on
 random operands of its shapes, jitted alone in JAX and as ``torch.einsum`` on the same
-device, in three alternating blocks of calls. It prints, per model, the products ranked by their share of the step
-(count x time) and the totals with their ratio ours / PyTorch (< 1: XLA is faster).
+device, in three alternating blocks of calls. It prints, per model, the products ranked
+by their share of the step (count x time) and the totals with their ratio ours / PyTorch
+(< 1: XLA is faster).
 
 Products timed alone are not the step: XLA may fuse an elementwise producer into a
 product, or run two independent products at once. The totals are the time the step's
@@ -14,6 +15,9 @@ products need in each library's kernels, not a decomposition of the step time.
 
   python bench/products.py --small        # batch 1, 112², 8 / 4 frames: a minute on a CPU
   python bench/products.py                # batch 8, 224², 16 / 8 frames
+
+Rows and sizes are `bench/models.py`'s (ViT-B/16 and VideoMAE-B; not ResNet-50, whose
+stem is a convolution).
 """
 
 import argparse
@@ -99,33 +103,19 @@ def _time_pair(key, repeats):
   return statistics.median(t_ours), statistics.median(t_theirs)
 
 
-def _steps(args):
-  """(row name, fwd+bwd step as a partial of a jitted function) for each model."""
-  dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  b, size, frames, tstar = args.batch, args.size, args.frames, args.t_star
-  yield f"vit_b16 (T*={tstar})", lambda: model_bench._ours_classifier(  # pylint: disable=protected-access
-      "vit_b16", b, tstar, size, dtype)
-  yield f"videomae_b ft ({frames}x{size}²)", lambda: model_bench._ours_classifier(  # pylint: disable=protected-access
-      "videomae_b", b, frames, size, dtype)
-  yield f"videomae_b pt {args.mask_ratio:.0%} ({frames}x{size}²)", lambda: model_bench._ours_pretrain(  # pylint: disable=protected-access
-      b, frames, size, dtype, args.mask_ratio)[0]
+# ResNet-50's 7x7 stem is a convolution, not a product: its row would not be the whole
+# story of the step's products, so it is left to bench/models.py.
+_SKIP = ("resnet50",)
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--size", type=int, default=224)
-  p.add_argument("--frames", type=int, default=16, help="VideoMAE clip length")
-  p.add_argument("--t-star", type=int, default=8, help="frames for ViT-B/16")
-  p.add_argument("--mask-ratio", type=float, default=0.9)
+  model_bench.add_step_args(p)
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--top", type=int, default=8, help="products listed per model")
-  p.add_argument("--small", action="store_true", help="batch 1, 112², 8 / 4 frames")
-  p.add_argument("--only", default="", help="comma-separated row prefixes to run")
   args = p.parse_args()
-  if args.small:
-    args.batch, args.size, args.frames, args.t_star = 1, 112, 8, 4
+  model_bench.apply_small(args)
   import torch  # pylint: disable=g-import-not-at-top
   if jax.default_backend() != "cpu":
     raise SystemExit("bench/products.py compares CPU kernels: run it with JAX_PLATFORMS=cpu.")
@@ -133,10 +123,10 @@ def main():
         f"threads)  batch {args.batch}  {args.size}²  each product alone, median of "
         f"{args.repeats}")
   cache = {}
-  for name, build in _steps(args):
-    if args.only and not any(name.startswith(o) for o in args.only.split(",")):
+  for case in model_bench.build_cases(args, torch.device("cpu"), gpu=False):
+    if case.name.startswith(_SKIP) or not model_bench.selected(case.name, args.only):
       continue
-    step = build()
+    name, step = case.name, case.ours()  # a partial of the jitted fwd+bwd step
     counts = _live_products(jax.make_jaxpr(step.func)(*step.args).jaxpr,
                             collections.Counter())
     rows = []
