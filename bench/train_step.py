@@ -23,12 +23,13 @@ import ml_collections
 import numpy as np
 
 from time_jax import config as config_lib
+from time_jax import models
 from time_jax.models import flops as flops_lib
-from time_jax.train import loop
 from time_jax.train import optimizer as optimizer_lib
 from time_jax.train import sharding
 from time_jax.train import state as state_lib
 from time_jax.train import steps as steps_lib
+from time_jax.train import tasks
 
 # Dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12,
@@ -71,20 +72,18 @@ def bench(mode: str, small: bool, batch: int, steps: int, **overrides) -> dict:
       node = node[part]
     node[leaf] = value
   mesh = sharding.make_mesh(config.mesh)
-  model = loop.build_model(config, 101)
+  model = models.from_config(config, 101)
+  task = tasks.for_config(config, model, 101)
   state, shardings, tx = state_lib.create(
-      loop._init_fn(model, config),  # pylint: disable=protected-access
-      lambda p: optimizer_lib.create(config, p, 100, 1000), jax.random.PRNGKey(0), mesh)
-  fn = (steps_lib.make_pretrain_step(model, config, tx) if mode == "pretrain"
-        else steps_lib.make_finetune_step(model, config, tx, 101))
-  step = steps_lib.jit_train_step(fn, shardings, mesh)
+      task.init_fn(), lambda p: optimizer_lib.create(config, p, 100, 1000),
+      jax.random.PRNGKey(0), mesh)
+  step = steps_lib.jit_train_step(task.train_step(tx), shardings, mesh)
   cell = config.image_size // config.time.n
   rng = np.random.default_rng(0)
   frames = rng.integers(0, 256, (batch, config.time.t_out * config.time.n ** 2, cell, cell, 3),
                         dtype=np.uint8)
   batch_np = {"frames": frames, "label": rng.integers(0, 101, batch).astype(np.int32)}
-  gb = steps_lib.global_batch(batch_np, mesh, keys=("frames",) if mode == "pretrain"
-                              else ("frames", "label"))
+  gb = steps_lib.global_batch(batch_np, mesh, keys=task.batch_keys)
   key = jax.random.PRNGKey(1)
   compiled = step.lower(state, gb, key).compile()
   flops = 3 * batch * flops_lib.forward_flops(model, config.time.t_out, config.image_size)

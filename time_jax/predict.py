@@ -2,7 +2,7 @@
 
   python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
 
-CKPT is a training workdir or a ported-weights folder (`time_jax.diagnose.checkpoints`);
+CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
 is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size):
 ``--views K×C`` takes K temporal clips times C in {1, 3} spatial crops (default: the
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from time_jax.data.base import DecodeError
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import inputs
 
 

@@ -12,7 +12,7 @@ from flax import linen as nn
 from time_jax import config as config_lib
 from time_jax import models
 from time_jax.port import common
-from time_jax.train import checkpoint as ckpt_lib
+from time_jax import checkpoints
 from time_jax.train import state as state_lib
 
 # A VideoMAE small enough for 2 CPU cores: 32² clips of 2 frames, 8² patches.
@@ -53,7 +53,7 @@ def save_workdir(path, config, variables, class_names=None):
       rng=jax.random.PRNGKey(0))
   config = config.copy_and_resolve_references()
   config.checkpoint.update(async_save=False, keep_best=0)
-  ckpt = ckpt_lib.Checkpointer(str(path), config)
+  ckpt = checkpoints.Checkpointer(str(path), config)
   ckpt.save(1, state, None)
   ckpt.close()
   return str(path)

@@ -8,7 +8,7 @@ import pytest
 
 from time_jax.diagnose import __main__ as cli
 from time_jax.diagnose import attention
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import inputs
 
 from diagnose_helpers import (FRAMES, IMAGE, TINY, init, non_empty_png,  # pylint: disable=g-bad-import-order

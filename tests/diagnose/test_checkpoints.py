@@ -1,4 +1,4 @@
-"""Opening training workdirs and ported folders for diagnostics and inference."""
+"""time_jax.checkpoints: opening training workdirs and ported folders."""
 
 import json
 import os
@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
+from time_jax import models
 
-from diagnose_helpers import CLASSES, FRAMES, IMAGE, TINY, init, save_ported  # pylint: disable=g-bad-import-order
+from diagnose_helpers import (  # pylint: disable=g-bad-import-order
+    CLASSES, FRAMES, IMAGE, TINY, init, save_ported, save_workdir, tiny_config)
 
 
 def test_workdir_gives_its_variables_config_and_class_names(tiny_videomae):
@@ -38,3 +40,33 @@ def test_workdir_without_checkpoint_is_an_error(tmp_path):
     json.dump({"model": {"name": "videomae_s"}}, f)
   with pytest.raises(checkpoints.CheckpointError, match="no saved checkpoint"):
     checkpoints.load(str(tmp_path))
+
+
+def test_kind_tells_workdirs_from_ported_folders(tiny_videomae, tmp_path):
+  _, variables = init("videomae_s", **TINY)
+  ported = save_ported(tmp_path / "p", "videomae_s", variables, CLASSES)
+  assert checkpoints.kind(tiny_videomae) == "workdir"
+  assert checkpoints.kind(ported) == "ported"
+  with pytest.raises(checkpoints.CheckpointError, match="no such checkpoint folder"):
+    checkpoints.kind(str(tmp_path / "missing"))
+
+
+def test_read_variables_gives_batch_stats_of_a_workdir(tmp_path):
+  """init_from a ResNet run carries its BatchNorm statistics, not only its params."""
+  _, variables = init("resnet50", num_classes=CLASSES, image=32, frames=1)
+  variables["batch_stats"] = jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])
+  config = tiny_config("resnet50")
+  config.model.kwargs = {}
+  workdir = save_workdir(tmp_path / "w", config, variables)
+  read, metadata = checkpoints.read_variables(workdir)
+  assert metadata == {}
+  jax.tree.map(np.testing.assert_array_equal, read, variables)
+
+
+def test_from_config_builds_pretrainers_without_head():
+  config = tiny_config("videomae_s_pretrain")
+  config.pretrain.mask_ratio = 0.5
+  model = models.from_config(config, num_classes=7)
+  assert model.mask_ratio == 0.5 and model.dtype == jnp.float32
+  classifier = models.from_config(tiny_config("videomae_s"), num_classes=7)
+  assert classifier.num_classes == 7

@@ -9,7 +9,7 @@ import pytest
 from flax import linen as nn
 
 from time_jax.diagnose import __main__ as cli
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import features
 
 from diagnose_helpers import FRAMES, IMAGE, init, non_empty_png, save_workdir, tiny_config  # pylint: disable=g-bad-import-order

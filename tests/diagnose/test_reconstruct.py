@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from time_jax.diagnose import __main__ as cli
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import inputs
 from time_jax.diagnose import reconstruct
 

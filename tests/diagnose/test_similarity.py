@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from time_jax.diagnose import __main__ as cli
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import similarity
 
 from diagnose_helpers import CLASSES, TINY, init, non_empty_png, save_ported  # pylint: disable=g-bad-import-order

@@ -5,32 +5,28 @@ import ml_collections
 import numpy as np
 import pytest
 
+from time_jax import models
 from time_jax.data import pipeline
-from time_jax.train import loop
 from time_jax.train import optimizer as optimizer_lib
 from time_jax.train import sharding
 from time_jax.train import state as state_lib
 from time_jax.train import steps as steps_lib
+from time_jax.train import tasks
 
 
 def _run(config, devices, batches, num_steps=3):
   mesh = sharding.make_mesh(config.mesh, devices)
-  model = loop.build_model(config, 2)
-  if True:  # shardings are explicit; no mesh context needed
-    state, shardings, tx = state_lib.create(
-        loop._init_fn(model, config),  # pylint: disable=protected-access
-        lambda p: optimizer_lib.create(config, p, 4, 10), jax.random.PRNGKey(0), mesh)
-    if config.mode == "pretrain":
-      fn = steps_lib.make_pretrain_step(model, config, tx)
-    else:
-      fn = steps_lib.make_finetune_step(model, config, tx, 2)
-    step = steps_lib.jit_train_step(fn, shardings, mesh)
-    losses = []
-    for i in range(num_steps):
-      keys = ("frames",) if config.mode == "pretrain" else ("frames", "label")
-      gb = steps_lib.global_batch(batches[i], mesh, keys=keys)
-      state, m = step(state, gb, jax.random.fold_in(jax.random.PRNGKey(1), i))
-      losses.append(float(m["loss"]))
+  model = models.from_config(config, 2)
+  task = tasks.for_config(config, model, 2)
+  state, shardings, tx = state_lib.create(
+      task.init_fn(), lambda p: optimizer_lib.create(config, p, 4, 10),
+      jax.random.PRNGKey(0), mesh)
+  step = steps_lib.jit_train_step(task.train_step(tx), shardings, mesh)
+  losses = []
+  for i in range(num_steps):
+    gb = steps_lib.global_batch(batches[i], mesh, keys=task.batch_keys)
+    state, m = step(state, gb, jax.random.fold_in(jax.random.PRNGKey(1), i))
+    losses.append(float(m["loss"]))
   return jax.device_get(state.params), losses, state
 
 

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from time_jax.data.base import DecodeError
-from time_jax.diagnose.checkpoints import CheckpointError
+from time_jax.checkpoints import CheckpointError
 
 TOOLS = ("similarity", "attention", "features", "reconstruct", "time_grid")
 

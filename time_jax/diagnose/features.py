@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import inputs
 from time_jax.diagnose import plots
 

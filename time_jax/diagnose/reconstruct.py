@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import inputs
 from time_jax.diagnose import plots
 from time_jax.train import steps as steps_lib

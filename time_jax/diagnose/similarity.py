@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from time_jax.diagnose import checkpoints
+from time_jax import checkpoints
 from time_jax.diagnose import plots
 
 # Modules drawn first and last (network order); the rest sort by name, numbers as numbers.

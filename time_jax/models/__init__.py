@@ -1,6 +1,7 @@
 """Backbones: ResNet-50, ViT and VideoMAE, in Flax linen, and the name -> constructor table.
 
-Every constructor takes keyword arguments ``num_classes``, ``image_size`` (H = W of the
+`from_config` builds ``config.model`` for a run or a saved checkpoint. Every constructor
+takes keyword arguments ``num_classes``, ``image_size`` (H = W of the
 model input), ``num_frames`` (T* frames per clip), ``dtype`` (compute dtype; parameters
 stay float32) and model-specific options from ``config.model``. Classifiers map
 ``x: [batch, time, H, W, c]`` to ``logits: [batch, num_classes]``.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 
+import jax.numpy as jnp
+import ml_collections
 from flax import linen as nn
 
 # name -> (module, constructor). A small explicit table: names come from configs.
@@ -29,9 +32,42 @@ MODELS: dict[str, tuple[str, str]] = {
 }
 
 
+# config.model.dtype -> the compute dtype (parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def is_pretrainer(name: str) -> bool:
+  """Whether ``name`` is a VideoMAE masked autoencoder (no classification head)."""
+  return name.endswith("_pretrain")
+
+
 def create(name: str, **kwargs) -> nn.Module:
   """Builds the model called ``name`` (a key of `MODELS`) with constructor kwargs."""
   if name not in MODELS:
     raise ValueError(f"config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}.")
   module, fn = MODELS[name]
   return getattr(importlib.import_module(module), fn)(**kwargs)
+
+
+def from_config(config: ml_collections.ConfigDict, num_classes: int, *, dtype=None,
+                **overrides) -> nn.Module:
+  """The model of ``config.model`` for the TIME output clip ``[t_out, H*, W*]``.
+
+  Args:
+    config: a full config (or a run's saved one): ``model.{name, dtype, kwargs}``,
+      ``image_size``, ``time.t_out`` and, for pretrainers, ``pretrain.mask_ratio``.
+    num_classes: the head size (ignored by pretrainers, which have none).
+    dtype: the compute dtype (default: ``config.model.dtype``).
+    **overrides: constructor kwargs replacing ``config.model.kwargs`` (``mask_ratio``).
+  """
+  name = config.model.name
+  kwargs = dict(config.model.get("kwargs", {}) or {})
+  kwargs.pop("dtype", None)
+  if is_pretrainer(name):
+    kwargs["mask_ratio"] = float(config.pretrain.mask_ratio)
+    num_classes = 0
+  kwargs.update(overrides)
+  if dtype is None:
+    dtype = COMPUTE_DTYPES[config.model.dtype]
+  return create(name, num_classes=num_classes, image_size=int(config.image_size),
+                num_frames=int(config.time.t_out), dtype=dtype, **kwargs)

@@ -26,23 +26,22 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import parameter_overview
 from jax.experimental import multihost_utils
 
+from time_jax import checkpoints
 from time_jax import models
 from time_jax.data import pipeline
 from time_jax.data import protocols
 from time_jax.models import pretrained
-from time_jax.models import videomae
-from time_jax.train import checkpoint as ckpt_lib
 from time_jax.train import metrics as metrics_lib
 from time_jax.train import optimizer as optimizer_lib
 from time_jax.train import sharding
 from time_jax.train import state as state_lib
 from time_jax.train import steps as steps_lib
+from time_jax.train import tasks
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,33 +65,6 @@ class _Preemption:
     return self.requested
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The model of ``config.model`` for the TIME output clip ``[t_out, H*, W*]``."""
-  kwargs = dict(config.model.kwargs)
-  if config.mode == "pretrain":
-    kwargs["mask_ratio"] = config.pretrain.mask_ratio
-    num_classes = 0
-  return models.create(config.model.name, num_classes=num_classes,
-                       image_size=config.image_size, num_frames=config.time.t_out,
-                       dtype=steps_lib.compute_dtype(config), **kwargs)
-
-
-def _init_fn(model, config):
-  """``rng -> {'params', 'batch_stats'?}`` on a one-clip dummy input."""
-  x = jnp.zeros((1, config.time.t_out, config.image_size, config.image_size, 3),
-                steps_lib.compute_dtype(config))
-
-  def init(rng):
-    if config.mode == "pretrain":
-      mask = videomae.tube_mask(rng, 1, config.time.t_out, config.image_size,
-                                model.patch_size, model.tubelet_size, model.mask_ratio)
-      variables = model.init({"params": rng}, x, mask, train=False)
-    else:
-      variables = model.init({"params": rng}, x, train=False)
-    return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
-  return init
-
-
 def _total_steps(config, steps_per_epoch: int) -> int:
   if config.train.num_steps > 0:
     return int(config.train.num_steps)
@@ -107,11 +79,7 @@ def _init_from(config, workdir: str, state, state_shardings):
   target = {"params": jax.device_get(state.params)}
   if state.batch_stats:
     target["batch_stats"] = jax.device_get(state.batch_stats)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    source = {"params": ckpt_lib.restore_params(path)}
-  else:
-    from time_jax.port import common  # pylint: disable=g-import-not-at-top
-    source, _ = common.restore(path)
+  source, _ = checkpoints.read_variables(path)
   merged, loaded, kept = pretrained.merge(target, source, model_name=config.model.name)
   logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path, len(loaded),
                len(kept), kept[:20])
@@ -120,13 +88,6 @@ def _init_from(config, workdir: str, state, state_shardings):
     return state.replace(params=params, batch_stats=jax.device_put(
         merged["batch_stats"], state_shardings.batch_stats))
   return state.replace(params=params)
-
-
-def _gather(x) -> np.ndarray:
-  """A process-local or global batch-sharded array -> the global numpy batch."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class Trainer:
@@ -141,7 +102,7 @@ class Trainer:
     logging.info("%s", sharding.describe(self.mesh))
     self.writer.text("config", f"<pre>{config}</pre>")
     if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+      with open(os.path.join(self.workdir, checkpoints.CONFIG_FILE), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
     splits = splits if splits is not None else protocols.load(config.dataset)
@@ -151,80 +112,40 @@ class Trainer:
                                                   reader=reader)
     self.num_classes = self.train_info.num_classes
     if jax.process_index() == 0:  # label names for `time_jax.predict` and diagnostics
-      with open(os.path.join(self.workdir, "class_names.json"), "w") as f:
+      with open(os.path.join(self.workdir, checkpoints.CLASS_NAMES_FILE), "w") as f:
         json.dump([str(c) for c in self.train_info.class_names], f, indent=2)
-    self.model = build_model(config, self.num_classes)
+    self.model = models.from_config(config, self.num_classes)
+    self.task = tasks.for_config(config, self.model, self.num_classes)
     self.steps_per_epoch = max(1, self.train_info.steps_per_epoch)
     self.total_steps = _total_steps(config, self.steps_per_epoch)
     self.schedule = optimizer_lib.schedule(config, self.steps_per_epoch, self.total_steps)
 
-    rng = jax.random.PRNGKey(config.seed)
-    if True:  # shardings are explicit (jit in/out shardings); no mesh context
-      self.state, self.shardings, self.tx = state_lib.create(
-          _init_fn(self.model, config),
-          lambda p: optimizer_lib.create(config, p, self.steps_per_epoch, self.total_steps),
-          rng, self.mesh)
+    # Shardings are explicit (jit in/out shardings); no mesh context is needed.
+    self.state, self.shardings, self.tx = state_lib.create(
+        self.task.init_fn(),
+        lambda p: optimizer_lib.create(config, p, self.steps_per_epoch, self.total_steps),
+        jax.random.PRNGKey(config.seed), self.mesh)
     logging.info("Parameters:\n%s",
                  parameter_overview.get_parameter_overview(self.state.params,
                                                            include_stats=False))
-    self.ckpt = ckpt_lib.Checkpointer(self.workdir, config)
-    self.pretrain = config.mode == "pretrain"
-    if self.pretrain:
-      step_fn = steps_lib.make_pretrain_step(self.model, config, self.tx)
-      self.eval_step = steps_lib.jit_eval_step(
-          steps_lib.make_pretrain_eval_step(self.model, config), self.shardings, self.mesh,
-          with_rng=True)
-    else:
-      step_fn = steps_lib.make_finetune_step(self.model, config, self.tx, self.num_classes)
-      self.eval_step = steps_lib.jit_eval_step(
-          steps_lib.make_eval_step(self.model, config), self.shardings, self.mesh)
-    self.train_step = steps_lib.jit_train_step(step_fn, self.shardings, self.mesh)
+    self.ckpt = checkpoints.Checkpointer(self.workdir, config)
+    self.train_step = steps_lib.jit_train_step(self.task.train_step(self.tx),
+                                               self.shardings, self.mesh)
+    self.eval_step = self.task.eval_step(self.shardings, self.mesh)
 
   # --------------------------------------------------------------------------- eval
   def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
-    """Runs the eval split once; logs and returns the scalars."""
+    """Runs the eval split once; logs, reports and returns the scalars."""
     start = time.time()
-    if self.pretrain:
-      out = self._evaluate_pretrain(step)
-    else:
-      acc = metrics_lib.EvalAccumulator(self.num_classes)
-      for batch in iter(self.eval_ds):
-        gb = steps_lib.global_batch(batch, self.mesh, keys=("frames",))
-        logits = _gather(self.eval_step(self.state, gb))
-        acc.add(logits, *(_gather(batch[k]) for k in ("label", "index", "valid")))
-      res = acc.result()
-      out = {"eval/top1": res["top1"], "eval/top5": res["top5"],
-             "eval/num_videos": res["num_videos"]}
-      if final and jax.process_index() == 0:
-        metrics_lib.write_confusion(res, self.eval_info.class_names, self.workdir)
-        with open(os.path.join(self.workdir, "eval_results.json"), "w") as f:
-          json.dump(dict(step=step, top1=res["top1"], top5=res["top5"],
-                         num_videos=res["num_videos"],
-                         mean_class_accuracy=float(np.nanmean(res["per_class"]))), f,
-                    indent=2)
+    out, result = self.task.evaluate(self.eval_step, self.state, iter(self.eval_ds),
+                                     self.mesh)
+    self.task.write_reports(result, step, final=final, writer=self.writer,
+                            workdir=self.workdir, class_names=self.eval_info.class_names)
     out.update({f"eval/{k.split('/')[-1]}": v
                 for k, v in self.eval_info.monitor.metrics().items()})
     out["eval/seconds"] = time.time() - start
     self.writer.scalars(step, out)
     return out
-
-  def _evaluate_pretrain(self, step: int) -> dict[str, float]:
-    total, count, images = 0.0, 0, None
-    base = jax.random.PRNGKey(self.config.seed + 1)  # the same masks at every eval
-    for i, batch in enumerate(iter(self.eval_ds)):
-      gb = steps_lib.global_batch(batch, self.mesh, keys=("frames",))
-      loss, orig, masked, recon = self.eval_step(self.state, gb, jax.random.fold_in(base, i))
-      loss, valid = _gather(loss), _gather(batch["valid"])
-      total += float(loss[valid].sum())
-      count += int(valid.sum())
-      if i == 0:
-        k = self.config.pretrain.recon_images
-        images = [_gather(a)[:k] for a in (orig, masked, recon)]
-    if images is not None and len(images[0]):
-      # one image per clip: rows input / masked / reconstruction, frames left to right
-      rows = [np.concatenate(list(a), axis=-2) for a in images]  # [k, H, t·W, 3] each
-      self.writer.images(step, {"reconstruction": np.concatenate(rows, axis=-3)})
-    return {"eval/loss": total / max(count, 1)}
 
   # -------------------------------------------------------------------------- train
   def _restore_or_init(self, train_iter) -> int:
@@ -236,7 +157,7 @@ class Trainer:
       self.state = _init_from(self.config, self.workdir, self.state, self.shardings)
     return 0
 
-  def _flush(self, window: list, step: int, tick: float, first_step: int) -> None:
+  def _flush(self, window: list, step: int, tick: float) -> None:
     """Checks the window's losses are finite, then logs their means."""
     if not window:
       return
@@ -260,7 +181,6 @@ class Trainer:
     out["train/eta_minutes"] = (self.total_steps - step) / rate / 60
     out["train/epoch"] = step / self.steps_per_epoch
     out.update(self.train_info.monitor.metrics())
-    del first_step
     self.writer.scalars(step, out)
     window.clear()
 
@@ -279,8 +199,7 @@ class Trainer:
     try:
       while step < self.total_steps:
         batch = next(train_iter)
-        keys = ("frames",) if self.pretrain else ("frames", "label")
-        gb = steps_lib.global_batch(batch, self.mesh, keys=keys)
+        gb = steps_lib.global_batch(batch, self.mesh, keys=self.task.batch_keys)
         self.state, m = self.train_step(self.state, gb, jax.random.fold_in(base_rng, step))
         step += 1
         window.append((step, m))
@@ -288,12 +207,12 @@ class Trainer:
         save = step % config.checkpoint.every_steps == 0 or step == self.total_steps or stop
         do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step < self.total_steps
         if step % t.log_every == 0 or save or do_eval:
-          self._flush(window, step, tick, step)
+          self._flush(window, step, tick)
           tick = time.time()
         score = None
         if do_eval:
           last_eval = self.evaluate(step)
-          score = self._score(last_eval)
+          score = self.task.score(last_eval)
           tick = time.time()
         if save and not (step == self.total_steps and t.eval_at_end):
           self.ckpt.save(step, self.state, train_iter, score=score)
@@ -304,22 +223,18 @@ class Trainer:
       if t.eval_at_end:
         last_eval = self.evaluate(step, final=True)
         if self.ckpt.latest_step() != step:
-          self.ckpt.save(step, self.state, train_iter, score=self._score(last_eval))
+          self.ckpt.save(step, self.state, train_iter, score=self.task.score(last_eval))
       return last_eval
     finally:
       signal.signal(signal.SIGTERM, old_handler)
       self.ckpt.wait()
 
-  def _score(self, eval_out: dict[str, float]) -> float:
-    return -eval_out["eval/loss"] if self.pretrain else eval_out["eval/top1"]
-
   def run(self) -> dict[str, Any]:
     try:
-      if True:  # shardings are explicit; no mesh context
-        if self.config.mode == "eval":
-          step = self._restore_or_init(None)
-          return self.evaluate(step, final=True)
-        return self.train()
+      if self.config.mode == "eval":
+        step = self._restore_or_init(None)
+        return self.evaluate(step, final=True)
+      return self.train()
     finally:
       self.ckpt.close()
       self.writer.close()

@@ -22,6 +22,7 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
+from time_jax import models
 from time_jax import time_layer
 from time_jax.models import videomae
 from time_jax.train import augment
@@ -31,11 +32,9 @@ from time_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
 def compute_dtype(config: ml_collections.ConfigDict):
-  return _DTYPES[config.model.dtype]
+  """The model's compute dtype, ``config.model.dtype``."""
+  return models.COMPUTE_DTYPES[config.model.dtype]
 
 
 def _stats(config) -> dict[str, tuple[float, ...]]:

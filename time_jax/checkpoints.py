@@ -1,0 +1,319 @@
+"""Checkpoints: what a training run writes, and reading runs and ported weights back.
+
+One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict` and
+`time_jax.diagnose`. Two kinds of folder hold weights:
+
+* a training **workdir**: ``checkpoints/<step>/state`` (the sharded `TrainState`:
+  params, batch_stats, optimizer state, step, RNG) and ``checkpoints/<step>/data`` (the
+  train iterator's Grain state, one file per process), written by `Checkpointer`, plus
+  the run's ``config.json`` and ``class_names.json``;
+* a **ported** folder from ``python -m time_jax.port``: ``variables/`` and
+  ``metadata.json`` (`time_jax.port.common`).
+
+`Checkpointer` keeps the last ``checkpoint.keep`` steps of a run and the
+``checkpoint.keep_best`` best by ``score`` (top-1 when fine-tuning, minus the eval loss
+when pretraining). `kind` tells the two folders apart, `latest_step` finds a
+workdir's newest saved step, `read_variables` reads either folder's variables as numpy
+trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
+(inference and diagnostics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn
+from orbax.checkpoint import checkpoint_managers as policies
+
+from time_jax import config as config_lib
+from time_jax import models
+from time_jax.port import common
+
+CHECKPOINTS_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+CLASS_NAMES_FILE = "class_names.json"
+PORTED_METADATA_FILE = "metadata.json"
+
+# Top-level modules whose kernel's last axis is the class count.
+_HEADS = ("head", "fc", "classifier")
+
+
+class CheckpointError(FileNotFoundError):
+  """A path is not a readable training workdir or ported-weights folder."""
+
+
+# ----------------------------------------------------------------------------------
+# Writing (the training loop).
+# ----------------------------------------------------------------------------------
+
+def _abstract(state: Any) -> Any:
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+class Checkpointer:
+  """An Orbax ``CheckpointManager`` of a run's (state, data iterator), asynchronous."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    c = config.checkpoint
+    keep = [policies.LatestN(n=int(c.keep))]
+    if c.keep_best:
+      keep.append(policies.BestN(get_metric_fn=lambda m: m["score"], n=int(c.keep_best),
+                                 keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policies.AnyPreservationPolicy(keep),
+        enable_async_checkpointing=bool(c.async_save), create=True)
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    """The newest step this run has saved or is saving."""
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any,
+           score: float | None = None) -> None:
+    """Starts saving ``step`` (returns while writing continues in the background)."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    metrics = None if score is None else {"score": float(score)}
+    self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    logging.info("Checkpoint of step %d started (%s).", step, self.directory)
+
+  def restore(self, step: int, state: Any, data_iter: Any) -> Any:
+    """Restores ``step`` into ``state``'s shardings and ``data_iter`` in place."""
+    items = {"state": ocp.args.StandardRestore(_abstract(state))}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info("Restored step %d from %s.", step, self.directory)
+    return restored["state"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+# ----------------------------------------------------------------------------------
+# Reading workdirs and ported folders.
+# ----------------------------------------------------------------------------------
+
+def kind(path: str) -> str:
+  """``'workdir'`` or ``'ported'``: which kind of weights folder ``path`` is.
+
+  Raises:
+    CheckpointError: ``path`` is missing or is neither.
+  """
+  if not os.path.isdir(path):
+    raise CheckpointError(
+        f"{path}: no such checkpoint folder; pass a training workdir (with "
+        f"{CHECKPOINTS_DIR}/) or a folder written by `python -m time_jax.port`.")
+  if os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)):
+    return "workdir"
+  if os.path.isfile(os.path.join(path, PORTED_METADATA_FILE)):
+    return "ported"
+  raise CheckpointError(
+      f"{path}: not a checkpoint; expected a training workdir ({CHECKPOINTS_DIR}/ and "
+      f"{CONFIG_FILE}) or a ported-weights folder ({PORTED_METADATA_FILE}).")
+
+
+def latest_step(workdir: str) -> int:
+  """The newest step of a workdir that has a saved ``state``.
+
+  Raises:
+    CheckpointError: the workdir has none.
+  """
+  directory = os.path.join(workdir, CHECKPOINTS_DIR)
+  steps = [int(s) for s in os.listdir(directory) if s.isdigit()
+           and os.path.isdir(os.path.join(directory, s, "state"))]
+  if not steps:
+    raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in {directory}.")
+  return max(steps)
+
+
+def read_state(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """The ``state`` tree of a workdir's step (default: `latest_step`) as numpy arrays.
+
+  Read without a target, as host arrays, so the run's model, mesh and device count
+  need not exist here.
+  """
+  step = latest_step(workdir) if step is None else step
+  path = os.path.join(workdir, CHECKPOINTS_DIR, str(step), "state")
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  # The loop keeps _CHECKPOINT_METADATA at the step level, not in state/: orbax warns.
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      meta = ckptr.metadata(path)
+      meta = getattr(meta, "item_metadata", meta)
+      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                              getattr(meta, "tree", meta))
+      tree = ckptr.restore(path, restore_args=as_numpy)
+  except Exception as e:  # orbax raises many types for damaged folders
+    raise CheckpointError(f"{path}: cannot restore the checkpoint ({e}).") from e
+  finally:
+    absl_logger.setLevel(level)
+  logging.info("Read step %d of %s.", step, workdir)
+  return tree
+
+
+def _as_numpy(tree):
+  if isinstance(tree, dict):
+    return {k: _as_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def read_variables(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """``({'params', 'batch_stats'?}, metadata)`` of a workdir or a ported folder.
+
+  A workdir gives its latest step's variables and metadata ``{}``; a ported folder its
+  variables and ``metadata.json``. Arrays are numpy.
+
+  Raises:
+    CheckpointError: ``path`` is not a readable checkpoint of either kind.
+  """
+  if kind(path) == "workdir":
+    state = read_state(path)
+    variables = {"params": _as_numpy(state["params"])}
+    if state.get("batch_stats"):
+      variables["batch_stats"] = _as_numpy(state["batch_stats"])
+    return variables, {}
+  try:
+    variables, metadata = common.restore(path)
+  except Exception as e:  # orbax raises many types for damaged folders
+    raise CheckpointError(f"{path}: cannot restore the ported weights ({e}).") from e
+  return dict(variables), metadata
+
+
+# ----------------------------------------------------------------------------------
+# A loaded checkpoint (inference, diagnostics).
+# ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Checkpoint:
+  """A loaded checkpoint.
+
+  Attributes:
+    path: the folder it came from.
+    kind: ``'workdir'`` or ``'ported'``.
+    variables: ``{'params': ..., 'batch_stats'?: ...}`` as numpy trees.
+    config: the run's config (ported: `base_config` with the model's name).
+    class_names: one name per class (``class_{i}`` when unknown); empty without a head.
+  """
+  path: str
+  kind: str
+  variables: dict[str, Any]
+  config: ml_collections.ConfigDict
+  class_names: list[str]
+
+  @property
+  def model_name(self) -> str:
+    return self.config.model.name
+
+  @property
+  def is_pretrainer(self) -> bool:
+    return models.is_pretrainer(self.model_name)
+
+  def build_model(self, **overrides) -> nn.Module:
+    """The checkpoint's model in float32 for its config's clip size; ``overrides``
+    replace constructor kwargs (e.g. ``mask_ratio``)."""
+    return models.from_config(self.config, len(self.class_names), dtype=jnp.float32,
+                              **overrides)
+
+
+def head_classes(params: dict[str, Any]) -> int | None:
+  """The class count read from a classifier head's kernel, None without one."""
+  for name in _HEADS:
+    head = params.get(name)
+    if isinstance(head, dict) and "kernel" in head:
+      return int(np.shape(head["kernel"])[-1])
+  return None
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path}: cannot read it as JSON ({e}).") from e
+
+
+def _overridden(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
+  for key, value in overrides.items():
+    if value is None:
+      continue
+    if key == "image_size":
+      config.image_size = int(value)
+    else:
+      config.time[key] = value
+  return config
+
+
+def _names(names: Any, count: int | None) -> list[str]:
+  names = [str(n) for n in names] if names else []
+  if count is None:
+    return names
+  if len(names) != count:
+    names = [f"class_{i}" for i in range(count)]
+  return names
+
+
+def load(path: str, *, n: int | None = None, t_out: int | None = None,
+         image_size: int | None = None, arrangement: str | None = None) -> Checkpoint:
+  """Opens a training workdir or a ported-weights folder.
+
+  A workdir gives its latest step's ``params`` and ``batch_stats``, the run's config
+  (model, TIME layer, normalisation) and class names; a ported folder the model named
+  in its metadata with the defaults of `time_jax.config.base_config` for everything
+  else. Class names fall back to ``class_{i}`` when the checkpoint has none.
+
+  Args:
+    path: the folder.
+    n, t_out, image_size, arrangement: override the TIME layer / clip size the
+      checkpoint's config has (a ported folder has only the defaults: N=2, T*=16, 224²).
+
+  Raises:
+    CheckpointError: ``path`` is missing or is neither kind of checkpoint, or its files
+      cannot be read.
+  """
+  overrides = dict(n=n, t_out=t_out, image_size=image_size, arrangement=arrangement)
+  path = os.path.abspath(path)
+  if kind(path) == "workdir":
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+      raise CheckpointError(f"{path}: the workdir has no {CONFIG_FILE} to rebuild its model.")
+    config = ml_collections.ConfigDict(_read_json(config_path))
+    variables, _ = read_variables(path)
+    names_path = os.path.join(path, CLASS_NAMES_FILE)
+    names = _read_json(names_path) if os.path.isfile(names_path) else []
+    count = head_classes(variables["params"])
+    if count is None and not models.is_pretrainer(config.model.name):
+      count = len(names) or int(config.dataset.get("num_classes", 0) or 0) or None
+    return Checkpoint(path, "workdir", variables, _overridden(config, overrides),
+                      _names(names, count))
+  variables, metadata = read_variables(path)
+  config = config_lib.base_config()
+  config.model.name = metadata["model"]
+  config.model.kwargs = ml_collections.ConfigDict()
+  count = head_classes(variables["params"])
+  if count is None and metadata.get("num_classes"):
+    count = int(metadata["num_classes"])
+  return Checkpoint(path, "ported", variables, _overridden(config, overrides),
+                    _names(metadata.get("class_names", []), count))
