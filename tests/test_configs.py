@@ -39,6 +39,7 @@ import numpy as np
 import pytest
 
 from time_jax import config as config_lib
+from time_jax import recipes
 from time_jax.data import pipeline
 from time_jax.data import protocols
 
@@ -69,12 +70,11 @@ def _args(name: str) -> list[str]:
   """The config arguments worth loading for a file: phases x modalities x splits."""
   if name in OTHERS:
     return [""]
-  paper = _load(os.path.join(CONFIGS, "paper.py"))
-  dataset = next(d for d in sorted(paper.DATASETS, key=len, reverse=True)
+  dataset = next(d for d in sorted(recipes.DATASETS, key=len, reverse=True)
                  if name.startswith(d + "_"))
-  mods = paper.DATASETS[dataset]["modalities"]
+  mods = recipes.DATASETS[dataset]["modalities"]
   splits = [s for s in protocols.SPLITS[dataset] if s]
-  phases = paper.PHASES_VIDEOMAE if name.endswith("_videomae.py") else ("",)
+  phases = recipes.PHASES_VIDEOMAE if name.endswith("_videomae.py") else ("",)
   out = [",".join(t for t in (p, m) if t) for p in phases for m in mods]
   if dataset == "uwa3d_multiview":  # all 12 cross-view splits, both modalities
     out += [f"{s},{m}" for s in splits for m in mods]
@@ -250,7 +250,7 @@ def _config(spec, data_root):
 # -------------------------------------------------------------- the paper's settings
 
 # Restated from the paper's settings and its Table 2, independently of
-# configs/paper.py.
+# time_jax/recipes.py.
 PAPER = {
     # file: (pretrain epochs, finetune epochs, finetune base lr, batch)
     "hmdb51_videomae.py": (4800, 50, 1e-3, 128),
@@ -291,8 +291,7 @@ def test_best_n_of_table_2(name, modality):
 @pytest.mark.parametrize("name", [f for f in _config_files()
                                   if f.endswith("_videomae.py") and f not in OTHERS])
 def test_mask_ratio_by_modality(name):
-  paper = _load(os.path.join(CONFIGS, "paper.py"))
-  for m in paper.DATASETS[name[:-len("_videomae.py")]]["modalities"]:
+  for m in recipes.DATASETS[name[:-len("_videomae.py")]]["modalities"]:
     ratio = get_config(name, f"pretrain,{m}").pretrain.mask_ratio
     assert (0.7 <= ratio <= 0.8) if m == "rgb" else ratio == 0.5
 
