@@ -1,4 +1,4 @@
-r"""The paper's experiment recipes, `videomae` and `image_model`.
+r"""The experiment recipes: the paper's (`videomae`, `image_model`) and the demo.
 
 A config file under ``configs/`` names one of these; a recipe returns the full
 ``ConfigDict`` and does nothing else (it writes no file and generates no data).
@@ -54,6 +54,8 @@ VideoMAE recipe (Tong et al. 2022, the official UCF101 scripts) is followed and 
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
@@ -308,3 +310,49 @@ def image_model(backbone: str, dataset: str,
   c.checkpoint.init_required = True
   return c
 
+
+# The demo's synthetic dataset (`time_jax.data.synthetic`): where the data layer
+# generates it on first use, and its size (8 classes; 320 clips).
+DEMO_ROOT = "~/.cache/time_jax/synthetic"
+DEMO_VIDEOS_PER_CLASS = 40
+
+
+def demo(n: int) -> ml_collections.ConfigDict:
+  """A tiny VideoMAE on one 64² TIME grid of the synthetic temporal dataset, on a CPU.
+
+  The dataset's classes come in pairs that differ only in temporal order, so a single
+  frame (``n=1``) cannot tell a pair apart and TIME's grid (``n=2``: 4 frames in 2×2)
+  can::
+
+      python -m time_jax.main --config configs/demo.py --workdir /tmp/demo
+      python -m time_jax.main --config configs/demo_n1.py --workdir /tmp/demo_n1
+
+  Args:
+    n: the grid side N.
+
+  Returns:
+    The config on the ``synthetic`` protocol in ``$TIME_JAX_DEMO_DATA`` (default
+    `DEMO_ROOT`), which the data layer generates there when it is missing.
+  """
+  c = config_lib.base_config()
+  c.mode = "finetune"
+  c.seed = 0
+  c.image_size = 64
+  c.time.update(n=n, t_out=1, arrangement="spatial")
+  root = os.environ.get("TIME_JAX_DEMO_DATA", os.path.expanduser(DEMO_ROOT))
+  c.dataset.update(name="synthetic", source="video", root=root,
+                   synthetic_videos_per_class=DEMO_VIDEOS_PER_CLASS)
+  c.input.update(batch_size=32, eval_batch_size=32, flip=False, crop_scale=(0.6, 1.0),
+                 read_threads=2, eval_clips=2)
+  c.model.name = "videomae_s"
+  c.model.dtype = "float32"
+  c.model.kwargs = ml_collections.ConfigDict(dict(
+      patch_size=8, tubelet_size=1, embed_dim=96, depth=4, num_heads=4,
+      drop_path_rate=0.0, init_scale=1.0))
+  c.optimizer.update(base_lr=1e-3, lr_batch_divisor=0, warmup_epochs=2.0, min_lr=1e-5,
+                     weight_decay=0.05, layer_decay=1.0, clip_norm=1.0)
+  c.train.update(num_epochs=40.0, label_smoothing=0.1, mixup_alpha=0.0, cutmix_alpha=0.0,
+                 log_every=20, eval_every=0)
+  c.mesh.update(data=-1, fsdp=1, model=1)
+  c.checkpoint.update(every_steps=200, keep=1, keep_best=0)
+  return c
