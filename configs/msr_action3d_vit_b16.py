@@ -1,30 +1,8 @@
-r"""ViT-B/16 from ImageNet-1K with TIME on MSRAction3D (depth, cross-subject).
+"""MSRAction3D (depth, cross-subject), ViT-B/16 from ImageNet-1K with TIME
+(time_jax.recipes.image_model)."""
 
-The recipe is `configs/paper.py` ``image_model``; the argument after the colon picks the
-modality and split (comma-separated, any order). Port the ImageNet weights once
-(``python -m time_jax.port --from timm ... --model vit_b16 --out /abs/path/vit_b16_in1k``),
-then::
-
-    python -m time_jax.main --config configs/msr_action3d_vit_b16.py --workdir W \
-        --config.dataset.root=/data/msr_action3d \
-        --config.checkpoint.init_from=/abs/path/vit_b16_in1k
-"""
-
-import importlib.util
-import os
-import sys
-
-
-def _paper():
-  """configs/paper.py, loaded by path once per process (configs/ is not a package)."""
-  name = "time_jax_configs_paper"
-  if name not in sys.modules:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules[name])
-  return sys.modules[name]
+from time_jax import recipes
 
 
 def get_config(arg=None):
-  return _paper().image_model("vit_b16", "msr_action3d", arg)
+  return recipes.image_model("vit_b16", "msr_action3d", arg)

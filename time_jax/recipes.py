@@ -1,4 +1,7 @@
-"""The paper's recipes, shared by the experiment configs of this folder.
+r"""The experiment recipes: the paper's (`videomae`, `image_model`) and the demo.
+
+A config file under ``configs/`` names one of these; a recipe returns the full
+``ConfigDict`` and does nothing else (it writes no file and generates no data).
 
 *When Spatial meets Temporal in Action Recognition* (Chen, Wang, Chen, Gedeon, Koniusz;
 arXiv 2411.15284) trains three backbones with the TIME layer in front:
@@ -7,12 +10,10 @@ arXiv 2411.15284) trains three backbones with the TIME layer in front:
   autoencoding), then fine-tuned; or fine-tuned from Kinetics-400 VideoMAE weights;
 * ResNet-50 and ViT-B/16, fine-tuned from ImageNet-1K weights.
 
-Each experiment file (``configs/<dataset>_<backbone>.py``) is a few lines that call
-`videomae` or `image_model` here. Config files are loaded by path (ml_collections'
-``config_flags``), not imported as a package, so each loads this module by path too,
-once per process, as ``sys.modules['time_jax_configs_paper']`` (its ``_paper()``).
-
-The config argument after the colon is a comma-separated list of tokens, in any order::
+Each experiment file ``configs/<dataset>_<backbone>.py`` names its recipe here in one
+line, e.g. ``recipes.videomae("ntu60", arg, default_phase="finetune")`` or
+``recipes.image_model("resnet50", "hmdb51", arg)``. The config argument after the colon
+is a comma-separated list of tokens, in any order::
 
     configs/ntu60_videomae.py:pretrain,depth,xview
     configs/uwa3d_multiview_videomae.py:12-3,depth
@@ -21,8 +22,31 @@ The config argument after the colon is a comma-separated list of tokens, in any 
   from the ``pretrain`` phase's workdir, ``W/pretrain`` next to ``W/finetune``) or
   ``k400`` (classification from ported Kinetics-400 VideoMAE weights). Image backbones
   have one phase, ``finetune`` from ported ImageNet-1K weights.
-* a modality, ``rgb`` or ``depth``, where the dataset has both;
-* a split of the dataset's protocol (`time_jax.data.protocols.SPLITS`).
+* a modality, ``rgb`` or ``depth``, where the dataset has both (the first of
+  `DATASETS` is the default);
+* a split of the dataset's protocol (`time_jax.data.protocols.SPLITS`; the first is the
+  default). UWA3D Multiview II's ``34-1`` trains on views 3 and 4 and tests on view 1.
+
+The data root defaults to ``/data/<dataset>`` (``--config.dataset.root``); UCF101 and
+HMDB51 also take the folder of their official split files (e.g.
+``--config.dataset.split_dir=/data/ucfTrainTestlist``). The VideoMAE recipe runs its two
+phases, each in its own workdir; the fine-tuning phase starts from ``../pretrain``::
+
+    python -m time_jax.main --workdir W/pretrain \
+        --config configs/ntu60_videomae.py:pretrain,depth,xview \
+        --config.dataset.root=/data/ntu60
+    python -m time_jax.main --workdir W/finetune \
+        --config configs/ntu60_videomae.py:finetune,depth,xview \
+        --config.dataset.root=/data/ntu60
+
+The ``k400`` phase (the default of ``configs/uwa3d_multiview_videomae.py``) and the image
+backbones start from weights ported once with ``python -m time_jax.port`` (``--from
+videomae``, ``--from torchvision ... --model resnet50`` or ``--from timm ... --model
+vit_b16``), given as an absolute path::
+
+    python -m time_jax.main --config configs/action_pairs_resnet50.py:depth --workdir W \
+        --config.dataset.root=/data/action_pairs \
+        --config.checkpoint.init_from=/abs/path/resnet50_in1k
 
 Where the paper gives a setting it is used and marked *paper*; where it is silent the
 VideoMAE recipe (Tong et al. 2022, the official UCF101 scripts) is followed and marked
@@ -30,6 +54,8 @@ VideoMAE recipe (Tong et al. 2022, the official UCF101 scripts) is followed and 
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
@@ -113,7 +139,7 @@ def parse_arg(arg: str | None, dataset: str, phases: tuple[str, ...],
       one kind; the message lists what is accepted.
   """
   if dataset not in DATASETS:
-    raise ValueError(f"paper.parse_arg: unknown dataset {dataset!r}; use one of "
+    raise ValueError(f"recipes.parse_arg: unknown dataset {dataset!r}; use one of "
                      f"{sorted(DATASETS)}.")
   modalities = DATASETS[dataset]["modalities"]
   splits = tuple(s for s in protocols.SPLITS[dataset] if s)
@@ -259,7 +285,7 @@ def image_model(backbone: str, dataset: str,
     arg: ``'modality,split'`` tokens (phase ``finetune`` only).
   """
   if backbone not in ("resnet50", "vit_b16"):
-    raise ValueError(f"paper.image_model: backbone {backbone!r}; use 'resnet50' or "
+    raise ValueError(f"recipes.image_model: backbone {backbone!r}; use 'resnet50' or "
                      "'vit_b16'.")
   _, modality, split = parse_arg(arg, dataset, PHASES_IMAGE, "finetune")
   family = "resnet50" if backbone == "resnet50" else "vit"
@@ -282,4 +308,51 @@ def image_model(backbone: str, dataset: str,
   # --config.checkpoint.init_from=/abs/path (see docs/reproduce.md).
   c.checkpoint.init_from = ""
   c.checkpoint.init_required = True
+  return c
+
+
+# The demo's synthetic dataset (`time_jax.data.synthetic`): where the data layer
+# generates it on first use, and its size (8 classes; 320 clips).
+DEMO_ROOT = "~/.cache/time_jax/synthetic"
+DEMO_VIDEOS_PER_CLASS = 40
+
+
+def demo(n: int) -> ml_collections.ConfigDict:
+  """A tiny VideoMAE on one 64² TIME grid of the synthetic temporal dataset, on a CPU.
+
+  The dataset's classes come in pairs that differ only in temporal order, so a single
+  frame (``n=1``) cannot tell a pair apart and TIME's grid (``n=2``: 4 frames in 2×2)
+  can::
+
+      python -m time_jax.main --config configs/demo.py --workdir /tmp/demo
+      python -m time_jax.main --config configs/demo_n1.py --workdir /tmp/demo_n1
+
+  Args:
+    n: the grid side N.
+
+  Returns:
+    The config on the ``synthetic`` protocol in ``$TIME_JAX_DEMO_DATA`` (default
+    `DEMO_ROOT`), which the data layer generates there when it is missing.
+  """
+  c = config_lib.base_config()
+  c.mode = "finetune"
+  c.seed = 0
+  c.image_size = 64
+  c.time.update(n=n, t_out=1, arrangement="spatial")
+  root = os.environ.get("TIME_JAX_DEMO_DATA", os.path.expanduser(DEMO_ROOT))
+  c.dataset.update(name="synthetic", source="video", root=root,
+                   synthetic_videos_per_class=DEMO_VIDEOS_PER_CLASS)
+  c.input.update(batch_size=32, eval_batch_size=32, flip=False, crop_scale=(0.6, 1.0),
+                 read_threads=2, eval_clips=2)
+  c.model.name = "videomae_s"
+  c.model.dtype = "float32"
+  c.model.kwargs = ml_collections.ConfigDict(dict(
+      patch_size=8, tubelet_size=1, embed_dim=96, depth=4, num_heads=4,
+      drop_path_rate=0.0, init_scale=1.0))
+  c.optimizer.update(base_lr=1e-3, lr_batch_divisor=0, warmup_epochs=2.0, min_lr=1e-5,
+                     weight_decay=0.05, layer_decay=1.0, clip_norm=1.0)
+  c.train.update(num_epochs=40.0, label_smoothing=0.1, mixup_alpha=0.0, cutmix_alpha=0.0,
+                 log_every=20, eval_every=0)
+  c.mesh.update(data=-1, fsdp=1, model=1)
+  c.checkpoint.update(every_steps=200, keep=1, keep_best=0)
   return c
