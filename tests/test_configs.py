@@ -44,9 +44,11 @@ import numpy as np
 import pytest
 
 from time_jax import config as config_lib
+from time_jax import models
 from time_jax import recipes
 from time_jax.data import pipeline
 from time_jax.data import protocols
+from time_jax.train import tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -425,13 +427,12 @@ BUILD_SPECS = sorted({(f, a) for f, a in SPECS
 
 @functools.lru_cache(maxsize=None)
 def _init_shapes(name: str, kwargs: tuple, t_out: int, mode: str, num_classes: int):
-  from time_jax.train import loop  # pylint: disable=g-import-not-at-top
   c = shrink(config_lib.base_config())
   c.mode, c.model.name, c.time.t_out = mode, name, t_out
   c.pretrain.mask_ratio = 0.5
   c.model.kwargs = ml_collections.ConfigDict(dict(kwargs))
-  model = loop.build_model(c, num_classes)
-  init = loop._init_fn(model, c)  # pylint: disable=protected-access
+  model = models.from_config(c, num_classes)
+  init = tasks.for_config(c, model, num_classes).init_fn()
   variables = jax.eval_shape(init, jax.random.PRNGKey(0))
   return model, variables
 
