@@ -93,19 +93,33 @@ def clip(motion: str, rng: np.random.Generator, *, num_frames: int,
   return frames
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: int = 25) -> None:
-  """Encodes ``[t, h, w, 3]`` uint8 frames as H.264 (near-lossless) mp4."""
+def write_mp4(path: str, frames: np.ndarray, fps: int = 25, *, crf: int = 18,
+              gop: int | None = None, deterministic: bool = True) -> None:
+  """Encodes ``[t, h, w, 3]`` uint8 frames as H.264 mp4.
+
+  Args:
+    path: the output file.
+    frames: the clip.
+    fps: frames per second.
+    crf: x264's constant rate factor (18: near-lossless; 23: x264's default).
+    gop: at most this many frames between keyframes (None: x264's default, 250).
+    deterministic: one encoder thread and no SIMD, so the bytes (and the decoded
+      pixels) are the same in every run; slower, fine for small clips.
+  """
   h, w = frames.shape[1:3]
   with av.open(path, "w") as container:
     stream = container.add_stream("libx264", rate=fps)
     stream.width, stream.height = w, h
     stream.pix_fmt = "yuv420p"
-    # One encoder thread and no SIMD: otherwise x264's output (and the decoded pixels)
-    # varies from run to run; these clips are tiny, so plain C is fast enough.
-    stream.codec_context.thread_count = 1
-    stream.codec_context.thread_type = "NONE"
-    stream.options = {"crf": "18", "preset": "veryfast",
-                      "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:asm=0"}
+    options = {"crf": str(crf), "preset": "veryfast"}
+    if gop is not None:
+      options["g"] = str(gop)
+    if deterministic:
+      # Otherwise x264's output varies from run to run (threads, SIMD code paths).
+      stream.codec_context.thread_count = 1
+      stream.codec_context.thread_type = "NONE"
+      options["x264-params"] = "threads=1:lookahead-threads=1:sliced-threads=0:asm=0"
+    stream.options = options
     for image in frames:
       for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
         container.mux(packet)
