@@ -41,6 +41,7 @@ import pytest
 from time_jax import config as config_lib
 from time_jax.data import pipeline
 from time_jax.data import protocols
+from time_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -318,7 +319,7 @@ def test_every_uwa3d_view_combination_has_a_config():
 def test_config_validates_and_finds_its_data(spec, data_root):
   c = _config(spec, data_root)
   config_lib.validate(c, num_devices=1)
-  splits = protocols.load(c.dataset)
+  splits = sources.load_splits(c)
   assert splits.train and splits.eval
   if c.dataset.num_classes:
     assert len(splits.class_names) == c.dataset.num_classes
@@ -357,7 +358,7 @@ def shrink(c: ml_collections.ConfigDict, *, views: bool = True) -> ml_collection
 
 def _need_reader(c: ml_collections.ConfigDict) -> None:
   try:
-    pipeline.make_reader(c)
+    sources.make_reader(c)
   except ImportError as e:
     pytest.skip(f"the {c.dataset.source!r} reader has not landed: {e}")
 
@@ -389,7 +390,7 @@ def _init_shapes(name: str, kwargs: tuple, t_out: int, mode: str, num_classes: i
 def test_config_builds_model_and_pipeline(spec, data_root):
   c = shrink(_config(spec, data_root))
   _need_model(c.model.name)
-  num_classes = c.dataset.num_classes or len(protocols.load(c.dataset).class_names)
+  num_classes = c.dataset.num_classes or len(sources.load_splits(c).class_names)
   model, variables = _init_shapes(c.model.name, tuple(sorted(c.model.kwargs.items())),
                                   c.time.t_out, c.mode, num_classes)
   params = variables["params"]
@@ -483,7 +484,7 @@ def test_videomae_two_phase_recipe_with_a_stand_in_reader(data_root, tmp_path, c
   for phase in ("pretrain", "finetune"):
     c = shrink(_config(("uwa3d_activity_videomae.py", phase), data_root), views=False)
     config_lib.validate(c, num_devices=1)
-    splits = protocols.load(c.dataset)
+    splits = sources.load_splits(c)
     with caplog.at_level(logging.INFO):
       outs[phase] = loop.train_and_evaluate(c, str(tmp_path / phase),
                                             devices=jax.devices()[:1], splits=splits,

@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from time_jax import time_layer
+from time_jax.data import protocols
 
 SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
 MODALITIES = ("rgb", "depth")
@@ -85,10 +86,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Checks names and values only, plus that the files and folders the chosen protocol
   needs exist; it does not read annotation contents (`protocols.load` does).
   """
-  # Imported here: protocols imports nothing from config, but keep config importable
-  # on its own by tools that only build configs.
-  from time_jax.data import protocols  # pylint: disable=g-import-not-at-top
-
   d, i = config.dataset, config.input
 
   def fail(field, msg):

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from time_jax import models
 from time_jax.data import pipeline
 from time_jax.data import protocols
+from time_jax.data import sources
 from time_jax.models import pretrained
 from time_jax.models import videomae
 from time_jax.train import checkpoint as ckpt_lib
@@ -144,7 +145,7 @@ class Trainer:
       with open(os.path.join(self.workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
-    splits = splits if splits is not None else protocols.load(config.dataset)
+    splits = splits if splits is not None else sources.load_splits(config)
     self.train_ds, self.train_info = pipeline.build(config, "train", splits=splits,
                                                     reader=reader)
     self.eval_ds, self.eval_info = pipeline.build(config, "eval", splits=splits,
