@@ -5,7 +5,7 @@
 absolute (``dataset.root`` joined). Every protocol below documents the file layout it
 reads. ``dataset.split`` must be one of ``SPLITS[name]``. Callers use
 `time_jax.data.sources.load_splits`, which also takes records from the packed cache and
-TFDS.
+TFDS and generates the synthetic set before it is read here.
 
 * ``annotations``: plain annotation files ``dataset.train_annotations`` and
   ``dataset.eval_annotations`` (paths relative to ``root`` unless absolute), one video a
@@ -18,6 +18,10 @@ TFDS.
   from ``dataset.classes_file`` (``name`` or ``index name`` a line, in label order) or
   are ``class_000, ...`` up to the largest label. Lines that are empty or start with
   ``#`` are skipped.
+* ``synthetic``: the generated temporal dataset of `time_jax.data.synthetic` in
+  ``root``, read as ``annotations`` with ``root/train.txt`` (train), ``root/test.txt``
+  (eval) and ``root/classes.txt`` (class names). `sources.load_splits` generates it
+  first when ``root`` does not hold it yet (``dataset.synthetic_videos_per_class``).
 * ``ucf101``, splits ``'1' '2' '3'``: videos ``root/<Class>/v_<Class>_gXX_cYY.avi``; in
   ``dataset.split_dir`` (default ``root``) the official ``classInd.txt`` (``1 ApplyEyeMakeup``,
   1-based), ``trainlist0S.txt`` (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``) and
@@ -78,6 +82,7 @@ UWA3D_MULTIVIEW_SPLITS = (
 # The splits each protocol accepts; '' is accepted for protocols with a single split.
 SPLITS = {
     "annotations": ("",),
+    "synthetic": ("",),
     "ucf101": ("1", "2", "3"),
     "hmdb51": ("1", "2", "3"),
     "ntu60": ("xsub", "xview"),
@@ -417,6 +422,11 @@ def load(cfg: ml_collections.ConfigDict) -> Splits:
   if name == "annotations":
     out = _annotations(cfg, cfg.train_annotations, cfg.eval_annotations,
                        cfg.classes_file)
+  elif name == "synthetic":
+    # The files `time_jax.data.synthetic.generate` writes.
+    out = _annotations(cfg, os.path.join(cfg.root, "train.txt"),
+                       os.path.join(cfg.root, "test.txt"),
+                       os.path.join(cfg.root, "classes.txt"))
   elif name == "ucf101":
     out = ucf101(cfg.root, split_dir, int(split), frames=frames)
   elif name == "hmdb51":

@@ -5,8 +5,10 @@ The one place that chooses between the sources of ``config.dataset``:
 * `load_splits(config)`: the train / eval `Record`s and class names.
   ``dataset.source='packed'`` lists the cache in ``dataset.packed_dir``
   (`frame_cache.load_splits`, whatever protocol was packed); ``dataset.name='tfds'``
-  asks TFDS (`tfds_source.splits`); otherwise the protocol ``dataset.name`` parses
-  its files (`protocols.load`).
+  asks TFDS (`tfds_source.splits`); ``dataset.name='synthetic'`` first generates the
+  temporal dataset of `time_jax.data.synthetic` into ``dataset.root`` unless it is
+  there (``dataset.synthetic_videos_per_class`` clips per class); then the protocol
+  ``dataset.name`` parses its files (`protocols.load`).
 * `make_reader(config)`: the `ClipReader` of ``dataset.source`` that decodes the
   frames of those records.
 """
@@ -19,6 +21,7 @@ from time_jax.data import frame_cache
 from time_jax.data import frames
 from time_jax.data import msr_bin
 from time_jax.data import protocols
+from time_jax.data import synthetic
 from time_jax.data import tfds_source
 from time_jax.data import video
 from time_jax.data.base import ClipReader, Splits
@@ -58,4 +61,7 @@ def load_splits(config: ml_collections.ConfigDict) -> Splits:
     return frame_cache.load_splits(d.packed_dir)
   if d.name == "tfds":
     return tfds_source.splits(d)
+  if d.name == "synthetic":
+    # Safe when several processes start at once (see ensure_synthetic).
+    synthetic.ensure_synthetic(d.root, videos_per_class=d.synthetic_videos_per_class)
   return protocols.load(d)
