@@ -49,7 +49,7 @@ class Record:
 
 
 class Splits(NamedTuple):
-  """The records of a dataset: ``train, eval, class_names = sources.load_splits(config)``."""
+  """A dataset's records: ``train, eval, class_names = sources.load_splits(config)``."""
   train: list[Record]
   eval: list[Record]
   class_names: list[str]

@@ -1,4 +1,4 @@
-"""Where a config's records and frames come from: protocol files, TFDS or the packed cache.
+"""Where a config's records and frames come from: protocol files, TFDS, packed cache.
 
 The one place that chooses between the sources of ``config.dataset``:
 
