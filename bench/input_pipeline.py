@@ -12,8 +12,8 @@ same generated videos (H.264, GOP 12, 25 fps, like UCF101's 320x240):
   are kept.
 * ``video``: `time_jax.data.video.VideoReader` (decodes up to the last chosen frame,
   seeking across keyframes).
-* ``packed``: `time_jax.data.packed.PackedReader` with the pipeline's draft size
-  (`packed.draft_size_for`), on a cache written by `packed.write_packed`.
+* ``packed``: `time_jax.data.frame_cache.PackedReader` with the pipeline's draft size
+  (`frame_cache.draft_size_for`), on a cache written by `frame_cache.write_packed`.
 
 Single process, single thread: clips/s per Grain worker. Ratios are against
 ``decode_all``.
@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from time_jax.data import config as data_config
-from time_jax.data import packed
+from time_jax.data import frame_cache
 from time_jax.data import transforms
 from time_jax.data import video
 from time_jax.data.base import Record
@@ -98,15 +98,15 @@ def main():
       _write_video(path, args.frames, h, w, seed=i)
       records.append(Record(path, 0, video_id=f"v{i}"))
     start = time.perf_counter()
-    packed.write_packed(records, video.VideoReader(), os.path.join(tmp, "packed"),
-                        num_threads=1)
+    frame_cache.write_packed(records, video.VideoReader(), os.path.join(tmp, "packed"),
+                             num_threads=1)
     pack_s = time.perf_counter() - start
     size = sum(os.path.getsize(os.path.join(tmp, "packed", f))
                for f in os.listdir(os.path.join(tmp, "packed")))
     mp4 = sum(os.path.getsize(r.path) for r in records)
     print(f"{args.videos} videos of {args.frames} frames {w}x{h}: mp4 {mp4 / 2**20:.1f} "
           f"MiB, packed {size / 2**20:.1f} MiB, packing {pack_s:.1f}s (1 thread)")
-    packed_recs = list(packed.packed_records(os.path.join(tmp, "packed")))
+    packed_recs = list(frame_cache.packed_records(os.path.join(tmp, "packed")))
     print(f"{'N':>2} {'frames/clip':>11} {'cell':>4} {'draft':>5} | "
           f"{'decode_all':>10} {'video':>7} {'packed':>7} | clips/s; "
           f"{'video/all':>9} {'packed/all':>10} {'packed/video':>12}")
@@ -114,12 +114,12 @@ def main():
       cfg = ml_collections.ConfigDict(dict(
           input=data_config.input_defaults(), time=dict(n=n),
           image_size=args.image_size))
-      draft = packed.draft_size_for(cfg)
+      draft = frame_cache.draft_size_for(cfg)
       rates = [
           _clips_per_s(DecodeAll(), records, n, args.t_out, args.image_size, args.seconds),
           _clips_per_s(video.VideoReader(), records, n, args.t_out, args.image_size,
                        args.seconds),
-          _clips_per_s(packed.PackedReader(draft_size=draft), packed_recs, n,
+          _clips_per_s(frame_cache.PackedReader(draft_size=draft), packed_recs, n,
                        args.t_out, args.image_size, args.seconds)]
       print(f"{n:>2} {args.t_out * n * n:>11} {args.image_size // n:>4} {draft:>5} | "
             f"{rates[0]:>10.2f} {rates[1]:>7.2f} {rates[2]:>7.2f} |          "

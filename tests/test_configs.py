@@ -18,9 +18,8 @@ depth/width, batch; never the config files):
   evaluation through `time_jax.train.loop` (slow; the VideoMAE fine-tuning phase
   starts from the pretraining run's workdir, as the two-phase recipe does). Running
   one step for each of the ~70 config arguments would take minutes of CPU for no new
-  code path: they differ only in values the fast tests check. Tests whose reader or
-  model module has not landed yet skip, naming it; the two-phase VideoMAE chain also
-  runs with a stand-in reader on the protocol's records, so it never skips.
+  code path: they differ only in values the fast tests check. The two-phase VideoMAE
+  chain runs with a stand-in reader on the protocol's records.
 
 The paper's settings are restated here (``PAPER``) and compared with the configs.
 """
@@ -46,8 +45,10 @@ import pytest
 from time_jax import config as config_lib
 from time_jax import models
 from time_jax import recipes
+from time_jax.data import msr_bin
 from time_jax.data import pipeline
 from time_jax.data import protocols
+from time_jax.data import sources
 from time_jax.train import tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,18 +139,9 @@ def write_depth_folder(path: str, seed: int, frames: int = FRAMES, size: int = S
 
 def write_msr(path: str, seed: int, frames: int = FRAMES, size: int = SIZE) -> None:
   """An MSRAction3D depth .bin with the data module's writer."""
-  msr_bin = importlib.import_module("time_jax.data.msr_bin")
   rng = np.random.default_rng(seed)
   depth = rng.integers(1500, 2500, (frames, size, size)).astype(np.int32)
   msr_bin.write_msr_bin(path, depth)
-
-
-def _have(module: str) -> bool:
-  try:
-    importlib.import_module(module)
-    return True
-  except ImportError:
-    return False
 
 
 def _one(root: str, rel: str, source: str, seed: int) -> None:
@@ -158,11 +150,8 @@ def _one(root: str, rel: str, source: str, seed: int) -> None:
     write_video(path, seed)
   elif source == "frames":
     write_depth_folder(path, seed)
-  elif _have("time_jax.data.msr_bin"):
+  else:
     write_msr(path, seed)
-  else:  # the reader has not landed: names are enough for the protocol
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "wb").close()
 
 
 def write_dataset(root: str, name: str, source: str, modality: str) -> dict:
@@ -241,16 +230,8 @@ def _demo_data(tmp_path_factory, monkeypatch):
                      str(tmp_path_factory.getbasetemp() / "demo_data"))
 
 
-def _need_synthetic_protocol() -> None:
-  if "synthetic_videos_per_class" not in config_lib.base_config().dataset:
-    pytest.skip("the 'synthetic' dataset protocol of the demo (time_jax.data) has not "
-                "landed")
-
-
 def _config(spec, data_root):
   name, arg = spec
-  if name in OTHERS:
-    _need_synthetic_protocol()
   c = point_at_data(get_config(name, arg), data_root)
   if c.checkpoint.init_required:
     # Recipes from ported ImageNet / Kinetics weights refuse to start without them;
@@ -371,7 +352,7 @@ def test_config_returns_a_configdict_and_writes_nothing(spec, tmp_path, monkeypa
 def test_config_validates_and_finds_its_data(spec, data_root):
   c = _config(spec, data_root)
   config_lib.validate(c, num_devices=1)
-  splits = protocols.load(c.dataset)
+  splits = sources.load_splits(c)
   assert splits.train and splits.eval
   if c.dataset.num_classes:
     assert len(splits.class_names) == c.dataset.num_classes
@@ -408,18 +389,6 @@ def shrink(c: ml_collections.ConfigDict, *, views: bool = True) -> ml_collection
   return c
 
 
-def _need_reader(c: ml_collections.ConfigDict) -> None:
-  try:
-    pipeline.make_reader(c)
-  except ImportError as e:
-    pytest.skip(f"the {c.dataset.source!r} reader has not landed: {e}")
-
-
-def _need_model(name: str) -> None:
-  from time_jax import models  # pylint: disable=g-import-not-at-top
-  pytest.importorskip(models.MODELS[name][0], reason=f"{name} has not landed")
-
-
 BUILD_SPECS = sorted({(f, a) for f, a in SPECS
                       if a in ("", "pretrain", "finetune", "depth", "rgb", "pretrain,rgb",
                                "pretrain,depth", "finetune,rgb", "finetune,depth")})
@@ -440,8 +409,7 @@ def _init_shapes(name: str, kwargs: tuple, t_out: int, mode: str, num_classes: i
 @pytest.mark.parametrize("spec", BUILD_SPECS, ids=_spec_id)
 def test_config_builds_model_and_pipeline(spec, data_root):
   c = shrink(_config(spec, data_root))
-  _need_model(c.model.name)
-  num_classes = c.dataset.num_classes or len(protocols.load(c.dataset).class_names)
+  num_classes = c.dataset.num_classes or len(sources.load_splits(c).class_names)
   model, variables = _init_shapes(c.model.name, tuple(sorted(c.model.kwargs.items())),
                                   c.time.t_out, c.mode, num_classes)
   params = variables["params"]
@@ -453,7 +421,6 @@ def test_config_builds_model_and_pipeline(spec, data_root):
     logits = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
     assert logits.shape == (1, num_classes)
 
-  _need_reader(c)
   cell = SIZE // c.time.n
   frames = c.time.t_out * c.time.n ** 2
   for split in ("train", "eval"):
@@ -494,8 +461,6 @@ def _train(c, workdir):
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_one_train_step(family, data_root, tmp_path):
   c = shrink(_config((family.config, family.arg), data_root), views=False)
-  _need_model(c.model.name)
-  _need_reader(c)
   # Ported ImageNet / Kinetics weights are the user's files; the step starts from init.
   if c.checkpoint.init_from != "../pretrain":
     c.checkpoint.update(init_from="", init_required=False)
@@ -535,7 +500,7 @@ def test_videomae_two_phase_recipe_with_a_stand_in_reader(data_root, tmp_path, c
   for phase in ("pretrain", "finetune"):
     c = shrink(_config(("uwa3d_activity_videomae.py", phase), data_root), views=False)
     config_lib.validate(c, num_devices=1)
-    splits = protocols.load(c.dataset)
+    splits = sources.load_splits(c)
     with caplog.at_level(logging.INFO):
       outs[phase] = loop.train_and_evaluate(c, str(tmp_path / phase),
                                             devices=jax.devices()[:1], splits=splits,

@@ -88,9 +88,8 @@ def _demo_config():
 
 @pytest.mark.slow
 def test_trained_demo_model_names_the_class_of_its_clips(tmp_path, monkeypatch):
-  pytest.importorskip("time_jax.data.synthetic")
   from time_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from time_jax.data import protocols  # pylint: disable=g-import-not-at-top
+  from time_jax.data import sources  # pylint: disable=g-import-not-at-top
   from time_jax.train import loop  # pylint: disable=g-import-not-at-top
 
   monkeypatch.setenv("TIME_JAX_DEMO_DATA", str(tmp_path / "synthetic"))
@@ -102,7 +101,7 @@ def test_trained_demo_model_names_the_class_of_its_clips(tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   top1 = loop.train_and_evaluate(config, workdir, devices=jax.devices()[:1])["eval/top1"]
 
-  splits = protocols.load(config.dataset)
+  splits = sources.load_splits(config)
   names = splits.class_names
   results = predict.predict(workdir, [r.path for r in splits.eval])
   hits = [r.top[0][0] == names[rec.label] for r, rec in zip(results, splits.eval)]

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from time_jax import config as config_lib
 from time_jax import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,9 +153,6 @@ def test_plot_is_skipped_without_results(tmp_path):
 @pytest.mark.slow
 def test_demo_sweep_end_to_end(tmp_path):
   """Two N on the demo config through the real time_jax.main, tiny budget."""
-  if "synthetic_videos_per_class" not in config_lib.base_config().dataset:
-    pytest.skip("the demo's 'synthetic' dataset protocol (time_jax.data) has not landed")
-  pytest.importorskip("time_jax.data.video", reason="video reader not landed")
   env = dict(os.environ, TIME_JAX_DEMO_DATA=str(tmp_path / "data"),
              XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
   cmd = [sys.executable, "-m", "time_jax.sweep",

@@ -1,21 +1,20 @@
 """The pack CLI: resolves a config's records and reader, writes both splits, reads back.
 
-`test_cli_plumbing` stands in a recording `packed` module so it checks exactly what the
-CLI hands the writer; `test_real_packed_roundtrip` runs the project's packed writer
-and video reader when they are present.
+`test_cli_plumbing` replaces `frame_cache`'s split writer and reader with recording
+stand-ins, so it checks exactly what the CLI hands the writer;
+`test_real_packed_roundtrip` runs the project's packed writer and video reader.
 """
 
 import json
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
 
-import time_jax.data
+from time_jax.data import frame_cache
 from time_jax.data import pack
 from time_jax.data import pipeline
+from time_jax.data import sources
 from time_jax.data.base import Record
 
 _CONFIG = """
@@ -53,7 +52,6 @@ class _Reader:
 def test_cli_plumbing(tmp_path, monkeypatch):
   root, cfg_file = _dataset(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
   calls = []
-  fake = types.ModuleType("time_jax.data.packed")
 
   def write_packed(records, reader, path, *, short_side=None):
     calls.append((os.path.basename(path), [r.video_id for r in records], short_side,
@@ -66,11 +64,9 @@ def test_cli_plumbing(tmp_path, monkeypatch):
     with open(os.path.join(path, "records.json")) as f:
       return [Record(p, l) for p, l in json.load(f)]
 
-  fake.write_packed, fake.packed_records = write_packed, packed_records
-  # `from time_jax.data import packed` reads the package attribute first.
-  monkeypatch.setitem(sys.modules, "time_jax.data.packed", fake)
-  monkeypatch.setattr(time_jax.data, "packed", fake, raising=False)
-  monkeypatch.setattr(pipeline, "make_reader", lambda config: _Reader())
+  monkeypatch.setattr(frame_cache, "write_packed", write_packed)
+  monkeypatch.setattr(frame_cache, "packed_records", packed_records)
+  monkeypatch.setattr(sources, "make_reader", lambda config: _Reader())
   out = tmp_path / "packed"
   assert pack.main(["--config", str(cfg_file), "--out", str(out),
                     "--short-side", "64"]) == 0
@@ -91,19 +87,17 @@ def test_cli_plumbing(tmp_path, monkeypatch):
   meta["eval"] = 5
   (out / "splits.json").write_text(json.dumps(meta))
   with pytest.raises(ValueError, match="pack it again"):
-    pack.load_packed_splits(str(out))
+    frame_cache.load_splits(str(out))
 
 
 def test_cli_errors_name_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match="--config"):
     pack.main(["--config", str(tmp_path / "none.py"), "--out", str(tmp_path / "o")])
   with pytest.raises(ValueError, match="no splits.json"):
-    pack.load_packed_splits(str(tmp_path))
+    frame_cache.load_splits(str(tmp_path))
 
 
 def test_real_packed_roundtrip(tmp_path):
-  pytest.importorskip("time_jax.data.packed")
-  pytest.importorskip("time_jax.data.video")
   import av  # pylint: disable=g-import-not-at-top
   root, cfg_file = _dataset(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
   for name in ("a.mp4", "b.mp4", "c.mp4"):

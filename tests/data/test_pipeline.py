@@ -16,8 +16,7 @@ import pytest
 from time_jax import time_layer
 from time_jax.data import config as data_config
 from time_jax.data import pipeline
-from time_jax.data import protocols
-from time_jax.data.base import DecodeError, Record
+from time_jax.data.base import DecodeError, Record, Splits
 
 NUM_FRAMES = 40
 
@@ -47,7 +46,7 @@ def _config(workers=0, batch=4, **inp):
 
 def _splits(n=10, bad=()):
   recs = [Record(f"rec{i}" + ("_bad" if i in bad else ""), i % 3) for i in range(n)]
-  return protocols.Splits(recs, recs, ["a", "b", "c"])
+  return Splits(recs, recs, ["a", "b", "c"])
 
 
 def _take(cfg, split, count, seed=0, splits=None):

@@ -7,6 +7,7 @@ import pytest
 
 from time_jax.data import config as data_config
 from time_jax.data import protocols
+from time_jax.data.base import ProtocolError
 
 
 def _touch(path):
@@ -58,7 +59,7 @@ def test_annotations_class_names_file_and_bad_line(tmp_path):
                           classes_file=f"{root}/classes.txt"))
   assert s.class_names == ["Jump", "Run"]
   _write(f"{root}/bad.txt", "x.mp4 zero\n")
-  with pytest.raises(protocols.ProtocolError, match="bad.txt:1"):
+  with pytest.raises(ProtocolError, match="bad.txt:1"):
     protocols.parse_annotations(f"{root}/bad.txt", root)
 
 
@@ -68,7 +69,7 @@ def test_missing_files_reported_together_error_or_drop(tmp_path, caplog):
   _write(f"{root}/t.txt", "ok.mp4 0\nm1.mp4 0\nm2.mp4 1\nm3.mp4 1\n")
   cfg = _cfg(root=root, train_annotations=f"{root}/t.txt",
              eval_annotations=f"{root}/t.txt")
-  with pytest.raises(protocols.ProtocolError) as e:
+  with pytest.raises(ProtocolError) as e:
     protocols.load(cfg)
   msg = str(e.value)
   assert "3 of 4 train files" in msg and "m1.mp4" in msg and "m3.mp4" in msg
@@ -105,7 +106,7 @@ def test_ucf101_split(tmp_path):
   os.makedirs(f"{root}/Archery/v_Archery_g01_c01")
   f = protocols.ucf101(root, f"{root}/splits", 1, frames=True)
   assert f.eval[0].path == f"{root}/Archery/v_Archery_g01_c01"
-  with pytest.raises(protocols.ProtocolError, match="split '4'"):
+  with pytest.raises(ProtocolError, match="split '4'"):
     protocols.load(_cfg(name="ucf101", split="4", root=root))
 
 
@@ -113,7 +114,7 @@ def test_ucf101_label_mismatch_is_an_error(tmp_path):
   root = str(tmp_path)
   _ucf(root)
   _write(f"{root}/splits/trainlist01.txt", "Archery/v_Archery_g08_c01.avi 1\n")
-  with pytest.raises(protocols.ProtocolError, match="label 1 but its folder is class 2"):
+  with pytest.raises(ProtocolError, match="label 1 but its folder is class 2"):
     protocols.ucf101(root, f"{root}/splits", 1)
 
 
@@ -209,7 +210,7 @@ def test_uwa3d_multiview_all_twelve_combinations(tmp_path):
     assert views(s.train) == {int(split[0]), int(split[1])}
     assert views(s.eval) == {int(split[3])}
     assert len(s.train) == 4 and len(s.eval) == 2
-  with pytest.raises(protocols.ProtocolError, match="not valid"):
+  with pytest.raises(ProtocolError, match="not valid"):
     protocols.load(_cfg(name="uwa3d_multiview", split="12-1", root=root))
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from time_jax.data import config as data_config
 from time_jax.data import pipeline
-from time_jax.data import protocols
+from time_jax.data import sources
 from time_jax.data import tfds_source
 from time_jax.data.base import DecodeError, Record
 
@@ -97,9 +97,9 @@ class _SerializedSource:
 
 
 def test_serialized_examples_decode_only_chosen_frames(monkeypatch):
-  sources = {"train": _SerializedSource([12, 5], [2, 0]),
-             "test": _SerializedSource([7], [1])}
-  monkeypatch.setattr(tfds_source, "_open", lambda name, split, data_dir: sources[split])
+  by_split = {"train": _SerializedSource([12, 5], [2, 0]),
+              "test": _SerializedSource([7], [1])}
+  monkeypatch.setattr(tfds_source, "_open", lambda name, split, data_dir: by_split[split])
   train, evl, names = tfds_source.splits(_config(tfds_name="mine").dataset)
   assert names == ["run", "jump", "sit"]
   assert [(r.label, r.path) for r in train] == [(2, "tfds://mine/train/0"),
@@ -113,9 +113,9 @@ def test_serialized_examples_decode_only_chosen_frames(monkeypatch):
   assert frames.shape == (4, 6, 8, 3) and frames.dtype == np.uint8
   assert frames[:, 0, 0, 0].tolist() == [0, 30, 30, 110]
   assert len(opened) == 3  # distinct chosen frames only
-  # Through the protocol entry point and the pipeline.
+  # Through the sources entry point and the pipeline.
   cfg = _config(tfds_name="mine")
-  splits = protocols.load(cfg.dataset)
+  splits = sources.load_splits(cfg)
   ds, _ = pipeline.build(cfg, "eval", splits=splits)
   (b,) = list(ds)
   assert b["frames"].shape == (2, 8, 16, 16, 3) and b["valid"].tolist() == [True, False]

@@ -78,7 +78,6 @@ def test_pretrainer_is_refused(tiny_pretrainer, video, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
-  pytest.importorskip("time_jax.models.vit")
   kw = dict(embed_dim=32, depth=2, num_heads=2)  # 16² patches: a 4x4 grid at 64²
   _, variables = init("vit_ti16", image=64, **kw)
   # a non-zero head so the class map is not constant

@@ -60,7 +60,6 @@ def test_outputs_of_the_named_modules_are_captured():
 
 @pytest.fixture(scope="module")
 def tiny_resnet(tmp_path_factory):
-  pytest.importorskip("time_jax.models.resnet")
   _, variables = init("resnet50", stages=STAGES)
   config = tiny_config("resnet50")
   config.model.kwargs = dict(stages=STAGES)

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from time_jax import config as config_lib
-from time_jax.data import base, protocols
+from time_jax.data import base
 
 FRAMES, SIZE, SQUARE = 16, 32, 10
 
@@ -35,11 +35,11 @@ class MovingSquareReader:
     return out
 
 
-def splits(num_train: int = 32, num_eval: int = 16) -> protocols.Splits:
+def splits(num_train: int = 32, num_eval: int = 16) -> base.Splits:
   def records(prefix, count):
     return [base.Record(path=f"{prefix}_{i}", label=i % 2, num_frames=FRAMES)
             for i in range(count)]
-  return protocols.Splits(records("train", num_train), records("eval", num_eval),
+  return base.Splits(records("train", num_train), records("eval", num_eval),
                           ["left_to_right", "right_to_left"])
 
 

@@ -2,14 +2,16 @@
 
 A dataset is a list of `Record`s (from a protocol / split parser or an annotation file)
 and a `ClipReader` that decodes the frames of one record that a sampler chooses. Every
-source (video files, frame folders, MSRAction3D .bin, TFDS, packed ArrayRecord) ends in
-this form, so transforms and the pipeline never know where frames came from.
+source (video files, frame folders, MSRAction3D .bin, TFDS, the packed frame cache) ends
+in this form, so transforms and the pipeline never know where frames came from.
+`Splits` holds a dataset's train and eval records and class names, whichever source
+listed them (`time_jax.data.sources.load_splits`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -19,6 +21,10 @@ class DecodeError(Exception):
 
   The pipeline catches it, replaces the element, logs the file once and counts it.
   """
+
+
+class ProtocolError(ValueError):
+  """An annotation or split file is missing or malformed, or a split is invalid."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +46,13 @@ class Record:
   @property
   def name(self) -> str:
     return self.video_id or self.path
+
+
+class Splits(NamedTuple):
+  """A dataset's records: ``train, eval, class_names = sources.load_splits(config)``."""
+  train: list[Record]
+  eval: list[Record]
+  class_names: list[str]
 
 
 # choose(num_frames) -> indices: int array of frame indices to decode, non-decreasing,

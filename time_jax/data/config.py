@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from time_jax import time_layer
+from time_jax.data import protocols
 
 SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
 MODALITIES = ("rgb", "depth")
@@ -23,12 +24,12 @@ def dataset_defaults() -> ml_collections.ConfigDict:
   """``config.dataset``: where the data is and which protocol splits it."""
   return ml_collections.ConfigDict(dict(
       # Protocol (time_jax/data/protocols.py documents each file layout):
-      # 'annotations', 'ucf101', 'hmdb51', 'ntu60', 'ntu120', 'msr_action3d',
-      # 'action_pairs', 'uwa3d_activity', 'uwa3d_multiview', 'tfds'.
+      # 'annotations', 'synthetic', 'ucf101', 'hmdb51', 'ntu60', 'ntu120',
+      # 'msr_action3d', 'action_pairs', 'uwa3d_activity', 'uwa3d_multiview', 'tfds'.
       name="annotations",
       # Protocol-specific: '1'..'3' (UCF101/HMDB51), 'xsub'/'xview' (NTU60),
       # 'xsub'/'xset' (NTU120), '12-3' etc. (UWA3D multiview), 'xsub' or '' (MSR, pairs,
-      # UWA3D activity), '' (annotations).
+      # UWA3D activity), '' (annotations, synthetic).
       split="",
       source="video",      # 'video' | 'frames' | 'msr_bin' | 'tfds' | 'packed'
       root="",             # data root; annotation / split paths are relative to it
@@ -48,6 +49,7 @@ def dataset_defaults() -> ml_collections.ConfigDict:
       tfds_train_split="train",
       tfds_eval_split="test",
       packed_dir="",       # source 'packed': the folder `python -m time_jax.data.pack` wrote
+      synthetic_videos_per_class=40,  # name 'synthetic': clips per class it generates
   ))
 
 
@@ -83,12 +85,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the data fields of a full config; raises ValueError naming the field.
 
   Checks names and values only, plus that the files and folders the chosen protocol
-  needs exist; it does not read annotation contents (`protocols.load` does).
+  needs exist; it does not read annotation contents (`protocols.load` does). The
+  ``synthetic`` protocol's root may not exist yet: `sources.load_splits` generates it.
   """
-  # Imported here: protocols imports nothing from config, but keep config importable
-  # on its own by tools that only build configs.
-  from time_jax.data import protocols  # pylint: disable=g-import-not-at-top
-
   d, i = config.dataset, config.input
 
   def fail(field, msg):
@@ -127,6 +126,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "file ('relative/path label' lines).")
       if d.root and not os.path.isdir(d.root):
         fail("dataset.root", f"{d.root!r} is not a folder.")
+    elif d.name == "synthetic":
+      if not d.root:
+        fail("dataset.root", "is empty; set the folder the synthetic dataset is (or "
+             "will be) generated in.")
+      if d.source != "video":
+        fail("dataset.source", f"{d.source!r}: the synthetic dataset is mp4 files; "
+             "use 'video'.")
     elif not d.root or not os.path.isdir(d.root):
       fail("dataset.root", f"{d.root!r} is not a folder; set it to the {d.name} data root.")
     if d.name in ("ucf101", "hmdb51") and d.split_dir and not os.path.isdir(d.split_dir):

@@ -1,4 +1,4 @@
-"""Packs a config's train and eval videos into the ArrayRecord cache; reads it back.
+"""Packs a config's train and eval videos into the packed frame cache.
 
 Decoding compressed video is the host's bottleneck; the packed cache stores decoded
 (optionally downscaled) frames so training reads them with no decoder. Usage::
@@ -6,22 +6,16 @@ Decoding compressed video is the host's bottleneck; the packed cache stores deco
     python -m time_jax.data.pack --config configs/ucf101_videomae.py:finetune,2 \
         --out /data/ucf101_packed [--short-side 128] [--config.dataset.root=/data/UCF101]
 
-resolves the config's protocol (`time_jax.data.protocols.load`) and source reader
-(`pipeline.make_reader`) and calls `time_jax.data.packed.write_packed` once per split.
-The output folder holds::
-
-    DIR/train/ ...      what write_packed writes for the train records
-    DIR/eval/  ...      ... and for the eval records
-    DIR/splits.json     {"class_names": [...], "train": N, "eval": M, "dataset": ..., "split": ...}
-
-Then train from it with ``dataset.source='packed'`` and ``dataset.packed_dir=DIR``
-(the protocol fields are then unused: the cache already holds the split).
+resolves the config's records and source reader (`time_jax.data.sources`) and writes
+them with `time_jax.data.frame_cache.write_cache` (whose module docstring describes the
+output folder). Then train from it with ``dataset.source='packed'`` and
+``dataset.packed_dir=DIR`` (the protocol fields are then unused: the cache already
+holds the split).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -30,9 +24,9 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-from time_jax.data import protocols
-
-SPLITS_FILE = "splits.json"
+from time_jax.data import config as data_config
+from time_jax.data import frame_cache
+from time_jax.data import sources
 
 
 def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
@@ -53,26 +47,6 @@ def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
   return flag_values.config
 
 
-def load_packed_splits(packed_dir: str) -> protocols.Splits:
-  """The train / eval records and class names of a folder `pack` wrote."""
-  meta_path = os.path.join(packed_dir, SPLITS_FILE)
-  if not os.path.isfile(meta_path):
-    raise protocols.ProtocolError(
-        f"dataset.packed_dir {packed_dir!r} has no {SPLITS_FILE}; write it with "
-        "`python -m time_jax.data.pack --config CONFIG --out DIR`.")
-  with open(meta_path, encoding="utf-8") as f:
-    meta = json.load(f)
-  from time_jax.data import packed  # pylint: disable=g-import-not-at-top
-  train = list(packed.packed_records(os.path.join(packed_dir, "train")))
-  evl = list(packed.packed_records(os.path.join(packed_dir, "eval")))
-  for name, recs in (("train", train), ("eval", evl)):
-    if len(recs) != meta[name]:
-      raise protocols.ProtocolError(
-          f"{packed_dir}/{name}: {len(recs)} records but {SPLITS_FILE} says "
-          f"{meta[name]}; the cache is incomplete, pack it again.")
-  return protocols.Splits(train, evl, list(meta["class_names"]))
-
-
 def pack(config: ml_collections.ConfigDict, out: str, *,
          short_side: int | None = None) -> dict:
   """Writes the packed cache of both splits of ``config`` to ``out``.
@@ -83,30 +57,16 @@ def pack(config: ml_collections.ConfigDict, out: str, *,
     short_side: frames are stored with this short side (pixels); None keeps them.
 
   Returns:
-    The ``splits.json`` contents.
+    The ``splits.json`` contents (`frame_cache.write_cache`).
   """
-  # pylint: disable=g-import-not-at-top
-  from time_jax.data import config as data_config
-  from time_jax.data import packed
-  from time_jax.data import pipeline
-  # pylint: enable=g-import-not-at-top
   if config.dataset.source == "packed":
     raise ValueError("config.dataset.source is already 'packed'; give the config of "
                      "the original videos.")
   data_config.validate(config)
-  splits = protocols.load(config.dataset)
-  reader = pipeline.make_reader(config)
-  os.makedirs(out, exist_ok=True)
-  for name, records in (("train", splits.train), ("eval", splits.eval)):
-    logging.info("Packing %d %s videos into %s.", len(records), name, out)
-    packed.write_packed(records, reader, os.path.join(out, name), short_side=short_side)
-  meta = {"class_names": list(splits.class_names), "train": len(splits.train),
-          "eval": len(splits.eval), "dataset": config.dataset.name,
-          "split": str(config.dataset.split), "short_side": short_side}
-  # Written last: its presence marks a complete cache.
-  with open(os.path.join(out, SPLITS_FILE), "w", encoding="utf-8") as f:
-    json.dump(meta, f, indent=1)
-  return meta
+  return frame_cache.write_cache(
+      sources.load_splits(config), sources.make_reader(config), out,
+      short_side=short_side, dataset=config.dataset.name,
+      split=str(config.dataset.split))
 
 
 def main(argv=None) -> int:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import logging
 import math
 from typing import Any, Sequence
@@ -60,9 +59,9 @@ import ml_collections
 import numpy as np
 
 from time_jax.data import config as data_config
-from time_jax.data import protocols
+from time_jax.data import sources
 from time_jax.data import transforms
-from time_jax.data.base import ClipReader, DecodeError, Record
+from time_jax.data.base import ClipReader, DecodeError, Record, Splits
 
 _FAILED_KEY = "_failed"  # per-element record indices that failed; popped by the monitor
 _logged_here: set[str] = set()  # files whose error this process has logged
@@ -70,36 +69,6 @@ _logged_here: set[str] = set()  # files whose error this process has logged
 
 class TooManyBadFiles(RuntimeError):
   """More than ``dataset.max_bad_fraction`` of the files could not be decoded."""
-
-
-# source -> (module under time_jax.data, reader class). The class is built with no
-# arguments except 'packed' (the cache folder); 'tfds' asks the module for its reader.
-_READERS = {
-    "video": ("video", "VideoReader"),
-    "frames": ("frames", "FrameFolderReader"),
-    "msr_bin": ("msr_bin", "MsrBinReader"),
-    "packed": ("packed", "PackedReader"),
-}
-
-
-def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
-  """The `ClipReader` of ``config.dataset.source``."""
-  d = config.dataset
-  if d.source == "tfds":
-    from time_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return tfds_source.reader(config)
-  if d.source not in _READERS:
-    raise ValueError(f"config.dataset.source: {d.source!r} is unknown; use one of "
-                     f"{sorted(_READERS) + ['tfds']}.")
-  module_name, cls_name = _READERS[d.source]
-  module = importlib.import_module(f"time_jax.data.{module_name}")
-  cls = getattr(module, cls_name, None)
-  if cls is None:
-    raise ImportError(f"time_jax.data.{module_name} has no {cls_name}; the pipeline "
-                      f"expects it for dataset.source={d.source!r}.")
-  # Packed JPEGs decode at reduced size; packed.draft_size_for says why it is safe.
-  return (cls(d.packed_dir, draft_size=module.draft_size_for(config))
-          if d.source == "packed" else cls())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +253,7 @@ def _iter_options(config):
 
 
 def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = None,
-          splits: protocols.Splits | None = None,
+          splits: Splits | None = None,
           reader: ClipReader | None = None) -> tuple[grain.IterDataset, PipelineInfo]:
   """Builds the train or eval pipeline of a config (see the module docstring).
 
@@ -292,10 +261,11 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     config: the full config (``dataset``, ``input``, ``time``, ``image_size``).
     split: ``'train'`` or ``'eval'``.
     seed: shuffle and augmentation seed (default ``config.input.shuffle_seed``).
-    splits: records and class names to use instead of ``protocols.load`` (tests, or
-      a caller that loaded them once for both splits). When None the config is
+    splits: records and class names to use instead of `sources.load_splits` (tests,
+      or a caller that loaded them once for both splits). When None the config is
       first checked with `time_jax.data.config.validate`.
-    reader: the clip reader instead of `make_reader` (must be picklable for workers).
+    reader: the clip reader instead of `sources.make_reader` (must be picklable for
+      workers).
 
   Returns:
     ``(dataset, info)``: a ``grain.IterDataset`` of batches, and `PipelineInfo`.
@@ -304,8 +274,8 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     raise ValueError(f"pipeline.build: split {split!r}; use 'train' or 'eval'.")
   if splits is None:
     data_config.validate(config)
-    splits = protocols.load(config.dataset)
-  reader = reader if reader is not None else make_reader(config)
+    splits = sources.load_splits(config)
+  reader = reader if reader is not None else sources.make_reader(config)
   seed = config.input.shuffle_seed if seed is None else seed
   spec = _spec(config)
   records = splits.train if split == "train" else splits.eval

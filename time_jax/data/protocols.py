@@ -1,8 +1,11 @@
 """Protocols: a dataset's name and split in the config -> train and eval `Record`s.
 
-`load(config.dataset)` returns ``Splits(train, eval, class_names)``. Labels are 0-based
-class indices; paths are absolute (``dataset.root`` joined). Every protocol below
-documents the file layout it reads. ``dataset.split`` must be one of ``SPLITS[name]``.
+`load(config.dataset)` parses the files of a protocol and returns
+``Splits(train, eval, class_names)``. Labels are 0-based class indices; paths are
+absolute (``dataset.root`` joined). Every protocol below documents the file layout it
+reads. ``dataset.split`` must be one of ``SPLITS[name]``. Callers use
+`time_jax.data.sources.load_splits`, which also takes records from the packed cache and
+TFDS and generates the synthetic set before it is read here.
 
 * ``annotations``: plain annotation files ``dataset.train_annotations`` and
   ``dataset.eval_annotations`` (paths relative to ``root`` unless absolute), one video a
@@ -15,6 +18,10 @@ documents the file layout it reads. ``dataset.split`` must be one of ``SPLITS[na
   from ``dataset.classes_file`` (``name`` or ``index name`` a line, in label order) or
   are ``class_000, ...`` up to the largest label. Lines that are empty or start with
   ``#`` are skipped.
+* ``synthetic``: the generated temporal dataset of `time_jax.data.synthetic` in
+  ``root``, read as ``annotations`` with ``root/train.txt`` (train), ``root/test.txt``
+  (eval) and ``root/classes.txt`` (class names). `sources.load_splits` generates it
+  first when ``root`` does not hold it yet (``dataset.synthetic_videos_per_class``).
 * ``ucf101``, splits ``'1' '2' '3'``: videos ``root/<Class>/v_<Class>_gXX_cYY.avi``; in
   ``dataset.split_dir`` (default ``root``) the official ``classInd.txt`` (``1 ApplyEyeMakeup``,
   1-based), ``trainlist0S.txt`` (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``) and
@@ -42,10 +49,9 @@ file (source ``video``), a folder (``frames``) or a ``.bin`` file (``msr_bin``).
 ``dataset.file_list`` (paths relative to ``root``, one a line) replaces the scan, which
 is faster on network file systems and lets missing files be reported.
 
-``dataset.source='packed'`` or ``'tfds'`` take records from those sources instead of
-files (see `load`). Files that an annotation or split file lists but that do not exist
-are reported all together by `check_missing` (one message, count included): an error
-with ``dataset.missing_files='error'``, dropped with a warning with ``'drop'``.
+Files that an annotation or split file lists but that do not exist are reported all
+together by `check_missing` (one message, count included): an error with
+``dataset.missing_files='error'``, dropped with a warning with ``'drop'``.
 """
 
 from __future__ import annotations
@@ -54,11 +60,11 @@ import csv
 import logging
 import os
 import re
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import ml_collections
 
-from time_jax.data.base import Record
+from time_jax.data.base import ProtocolError, Record, Splits
 
 NTU60_TRAIN_SUBJECTS = frozenset((
     1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38))
@@ -76,6 +82,7 @@ UWA3D_MULTIVIEW_SPLITS = (
 # The splits each protocol accepts; '' is accepted for protocols with a single split.
 SPLITS = {
     "annotations": ("",),
+    "synthetic": ("",),
     "ucf101": ("1", "2", "3"),
     "hmdb51": ("1", "2", "3"),
     "ntu60": ("xsub", "xview"),
@@ -84,7 +91,8 @@ SPLITS = {
     "action_pairs": ("xsub", ""),
     "uwa3d_activity": ("xsub", ""),
     "uwa3d_multiview": UWA3D_MULTIVIEW_SPLITS,
-    "tfds": None,  # any split string, e.g. TFDS's own split config; see `load`.
+    # Any split string (TFDS's own split config); `sources.load_splits` asks TFDS.
+    "tfds": None,
 }
 
 # Fixed class counts of the scanned depth protocols (labels are action number - 1).
@@ -96,17 +104,6 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".
 _NTU_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 _ASE_RE = re.compile(r"^a(\d+)_s(\d+)_e(\d+)", re.IGNORECASE)
 _ASVE_RE = re.compile(r"^a(\d+)_s(\d+)_v(\d+)_e(\d+)", re.IGNORECASE)
-
-
-class Splits(NamedTuple):
-  """The records of a protocol: ``train, eval, class_names = load(cfg)``."""
-  train: list[Record]
-  eval: list[Record]
-  class_names: list[str]
-
-
-class ProtocolError(ValueError):
-  """An annotation or split file is missing or malformed, or a split is invalid."""
 
 
 def _root_join(root: str, path: str) -> str:
@@ -186,14 +183,14 @@ def read_class_names(path: str) -> list[str]:
   return names
 
 
-def _annotations(cfg) -> Splits:
+def _annotations(cfg, train_file: str, eval_file: str, classes_file: str) -> Splits:
   strip = cfg.source == "frames"
-  train = parse_annotations(cfg.train_annotations, cfg.root, label_base=cfg.label_base,
+  train = parse_annotations(train_file, cfg.root, label_base=cfg.label_base,
                             strip_extension=strip)
-  evl = parse_annotations(cfg.eval_annotations, cfg.root, label_base=cfg.label_base,
+  evl = parse_annotations(eval_file, cfg.root, label_base=cfg.label_base,
                           strip_extension=strip)
-  if cfg.classes_file:
-    names = read_class_names(cfg.classes_file)
+  if classes_file:
+    names = read_class_names(classes_file)
   else:
     top = max((r.label for r in train + evl), default=-1)
     names = [f"class_{i:03d}" for i in range(max(top + 1, cfg.num_classes))]
@@ -401,24 +398,20 @@ def uwa3d_multiview(root: str, split: str, source: str = "video",
 # ----------------------------------------------------------------------------------
 
 def load(cfg: ml_collections.ConfigDict) -> Splits:
-  """The train / eval records and class names of ``config.dataset``.
+  """The train / eval records and class names that the files of ``config.dataset`` list.
 
-  ``source='packed'`` reads the records that `time_jax.data.pack` wrote (train and eval
-  of whatever protocol it was given); ``name='tfds'`` asks the TFDS source. Otherwise
-  the protocol ``cfg.name`` parses its files; missing files are then handled by
-  `check_missing` with ``cfg.missing_files``.
+  The protocol ``cfg.name`` parses its files (module docstring); missing files are
+  then handled by `check_missing` with ``cfg.missing_files``. TFDS and the packed cache
+  are not files of a protocol: `time_jax.data.sources.load_splits` reads them.
 
   Raises:
     ProtocolError: unknown name, invalid split, missing or malformed split files, or
       (with ``missing_files='error'``) listed files that do not exist.
   """
   name, split = cfg.name, str(cfg.split)
-  if cfg.source == "packed":
-    from time_jax.data import pack  # pylint: disable=g-import-not-at-top
-    return pack.load_packed_splits(cfg.packed_dir)
   if name == "tfds":
-    from time_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-    return Splits(*tfds_source.splits(cfg))
+    raise ProtocolError("dataset.name 'tfds' has no files to parse; load its records "
+                        "with time_jax.data.sources.load_splits(config).")
   if name not in SPLITS:
     raise ProtocolError(f"dataset.name {name!r} is unknown; use one of {sorted(SPLITS)}.")
   if split not in SPLITS[name]:
@@ -427,7 +420,13 @@ def load(cfg: ml_collections.ConfigDict) -> Splits:
   frames = cfg.source == "frames"
   split_dir = cfg.split_dir or cfg.root
   if name == "annotations":
-    out = _annotations(cfg)
+    out = _annotations(cfg, cfg.train_annotations, cfg.eval_annotations,
+                       cfg.classes_file)
+  elif name == "synthetic":
+    # The files `time_jax.data.synthetic.generate` writes.
+    out = _annotations(cfg, os.path.join(cfg.root, "train.txt"),
+                       os.path.join(cfg.root, "test.txt"),
+                       os.path.join(cfg.root, "classes.txt"))
   elif name == "ucf101":
     out = ucf101(cfg.root, split_dir, int(split), frames=frames)
   elif name == "hmdb51":

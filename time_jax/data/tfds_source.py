@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from time_jax.data.base import Chooser, DecodeError, Record
+from time_jax.data.base import Chooser, DecodeError, Record, Splits
 
 _PREFIX = "tfds://"
 _patched = False
@@ -127,7 +127,7 @@ def _split_path(path: str) -> tuple[str, str, int]:
   return name, split, int(index)
 
 
-def splits(cfg) -> tuple[list[Record], list[Record], list[str]]:
+def splits(cfg) -> Splits:
   """The train / eval records and class names of a TFDS builder.
 
   Args:
@@ -135,7 +135,7 @@ def splits(cfg) -> tuple[list[Record], list[Record], list[str]]:
       ``tfds_eval_split``).
 
   Returns:
-    ``(train, eval, class_names)``; paths ``"tfds://<name>/<split>/<i>"``, labels the
+    ``Splits(train, eval, class_names)``; paths ``"tfds://<name>/<split>/<i>"``, labels the
     ClassLabel values, ``num_frames`` None (the reader sees the true count).
   """
   name = cfg.tfds_name
@@ -154,7 +154,7 @@ def splits(cfg) -> tuple[list[Record], list[Record], list[str]]:
     logging.info("tfds %s: %d %s records (labels read in %.1fs).", name, len(records),
                  split, time.time() - start)
     out.append(records)
-  return out[0], out[1], names
+  return Splits(out[0], out[1], names)
 
 
 def _decode(frame) -> np.ndarray:

@@ -33,8 +33,9 @@ from jax.experimental import multihost_utils
 
 from time_jax import checkpoints
 from time_jax import models
+from time_jax.data import base
 from time_jax.data import pipeline
-from time_jax.data import protocols
+from time_jax.data import sources
 from time_jax.models import pretrained
 from time_jax.train import metrics as metrics_lib
 from time_jax.train import optimizer as optimizer_lib
@@ -94,7 +95,7 @@ class Trainer:
   """Holds what one run needs; `run` executes ``config.mode``."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices=None,
-               splits: protocols.Splits | None = None, reader=None):
+               splits: base.Splits | None = None, reader=None):
     self.config, self.workdir = config, os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
     self.writer = metrics_lib.Writer(self.workdir)
@@ -105,7 +106,7 @@ class Trainer:
       with open(os.path.join(self.workdir, checkpoints.CONFIG_FILE), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
-    splits = splits if splits is not None else protocols.load(config.dataset)
+    splits = splits if splits is not None else sources.load_splits(config)
     self.train_ds, self.train_info = pipeline.build(config, "train", splits=splits,
                                                     reader=reader)
     self.eval_ds, self.eval_info = pipeline.build(config, "eval", splits=splits,
@@ -241,7 +242,7 @@ class Trainer:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None,
-                       splits: protocols.Splits | None = None,
+                       splits: base.Splits | None = None,
                        reader=None) -> dict[str, Any]:
   """Runs ``config.mode`` in ``workdir``; returns the last eval scalars.
 

@@ -1,11 +1,23 @@
-"""The packed cache: every frame of a split, image-encoded, in ArrayRecord shards.
+"""The packed frame cache: every frame of a dataset, image-encoded, in ArrayRecord shards.
 
 Decoding compressed video (a GOP per seek) is the host's bottleneck at small TIME cells;
 frames stored one by one as JPEG cost one small, independent decode each, and a JPEG
 decodes at 1/2, 1/4 or 1/8 size for little more than the cost of reading it
 (`PIL.Image.draft`), so the decode cost follows the cell size rather than growing with
-N² cells of full frames. `time_jax.data.pack` writes the cache with `write_packed`; the
-pipeline reads it with `PackedReader` (``dataset.source='packed'``).
+N² cells of full frames. This module owns the format: `write_cache` writes a cache (the
+CLI `time_jax.data.pack` calls it), `load_splits` lists its records and `PackedReader`
+reads their frames (``dataset.source='packed'``, ``dataset.packed_dir=DIR``).
+
+A cache folder::
+
+    DIR/train/          the split folder of the train records (`write_packed`)
+    DIR/eval/           ... of the eval records
+    DIR/splits.json     written last; its presence marks a complete cache
+
+``splits.json``::
+
+    {"class_names": [...], "train": N, "eval": M, "dataset": name, "split": split,
+     "short_side": int | null}
 
 Layout of one split folder (``DIR/train``, ``DIR/eval``)::
 
@@ -54,8 +66,10 @@ from array_record.python import array_record_module
 import numpy as np
 from PIL import Image
 
-from time_jax.data.base import Chooser, ClipReader, DecodeError, Record
+from time_jax.data.base import Chooser, ClipReader, DecodeError, ProtocolError, Record
+from time_jax.data.base import Splits
 
+SPLITS_FILE = "splits.json"
 INDEX_FILE = "index.json"
 JPEG_QUALITY = 90
 SHARD_BYTES = 1 << 30  # a new shard starts once the current one holds this many bytes
@@ -304,6 +318,35 @@ def write_packed(records: Sequence[Record], reader: ClipReader, out_dir: str, *,
   return index
 
 
+def write_cache(splits: Splits, reader: ClipReader, out: str, *,
+                short_side: int | None = None, dataset: str = "",
+                split: str = "") -> dict:
+  """Writes the cache of both splits to ``out`` (layout in the module docstring).
+
+  Args:
+    splits: the train and eval records and the class names.
+    reader: the source's `ClipReader` (see `write_packed`).
+    out: the cache folder (created).
+    short_side: frames are stored with this short side (pixels); None keeps them.
+    dataset: the protocol name, recorded in ``splits.json``.
+    split: the protocol's split, recorded in ``splits.json``.
+
+  Returns:
+    The ``splits.json`` contents.
+  """
+  os.makedirs(out, exist_ok=True)
+  for name, records in (("train", splits.train), ("eval", splits.eval)):
+    logging.info("Packing %d %s videos into %s.", len(records), name, out)
+    write_packed(records, reader, os.path.join(out, name), short_side=short_side)
+  meta = {"class_names": list(splits.class_names), "train": len(splits.train),
+          "eval": len(splits.eval), "dataset": dataset, "split": split,
+          "short_side": short_side}
+  # Written last: its presence marks a complete cache.
+  with open(os.path.join(out, SPLITS_FILE), "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=1)
+  return meta
+
+
 # ----------------------------------------------------------------------------------
 # Reading.
 # ----------------------------------------------------------------------------------
@@ -333,6 +376,30 @@ def packed_records(split_dir: str) -> Iterable[Record]:
   index = read_index(split_dir)
   return [Record(f"{split_dir}#{i}", label, num_frames, video_id)
           for i, (_, _, label, num_frames, video_id) in enumerate(index["records"])]
+
+
+def load_splits(packed_dir: str) -> Splits:
+  """The train / eval records and class names of a cache that `write_cache` wrote.
+
+  Raises:
+    ProtocolError: ``splits.json`` is missing, or a split holds another number of
+      records than it says (an unfinished cache).
+  """
+  meta_path = os.path.join(packed_dir, SPLITS_FILE)
+  if not os.path.isfile(meta_path):
+    raise ProtocolError(
+        f"dataset.packed_dir {packed_dir!r} has no {SPLITS_FILE}; write it with "
+        "`python -m time_jax.data.pack --config CONFIG --out DIR`.")
+  with open(meta_path, encoding="utf-8") as f:
+    meta = json.load(f)
+  train = list(packed_records(os.path.join(packed_dir, "train")))
+  evl = list(packed_records(os.path.join(packed_dir, "eval")))
+  for name, recs in (("train", train), ("eval", evl)):
+    if len(recs) != meta[name]:
+      raise ProtocolError(
+          f"{packed_dir}/{name}: {len(recs)} records but {SPLITS_FILE} says "
+          f"{meta[name]}; the cache is incomplete, pack it again.")
+  return Splits(train, evl, list(meta["class_names"]))
 
 
 def draft_size_for(config) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from time_jax.data import config as data_config
-from time_jax.data import packed
+from time_jax.data import frame_cache
 from time_jax.data import pipeline
 from time_jax.data.base import DecodeError, Record
 
@@ -59,15 +59,15 @@ def _check(frames, indices, label):
 def test_roundtrip_returns_the_chosen_frames(tmp_path):
   source = NumberReader()
   records = _records(4)
-  index = packed.write_packed(records, source, str(tmp_path / "train"), num_threads=3)
+  index = frame_cache.write_packed(records, source, str(tmp_path / "train"), num_threads=3)
   # The writer asked for every frame of every video.
   assert sorted(source.calls) == [list(range(20))] * 4
   assert index["num_failed"] == 0 and len(index["shards"]) == 1
-  recs = list(packed.packed_records(str(tmp_path / "train")))
+  recs = list(frame_cache.packed_records(str(tmp_path / "train")))
   assert [(r.label, r.num_frames, r.video_id) for r in recs] == [
       (r.label, 20, r.video_id) for r in records]
   assert all(os.path.isabs(r.path) for r in recs)
-  reader = packed.PackedReader(str(tmp_path))
+  reader = frame_cache.PackedReader(str(tmp_path))
   for rec in recs:
     wanted = np.array([0, 0, 3, 7, 19])  # repeats happen when T < t_out * n * n
     frames = reader.read(rec, lambda t, w=wanted: w if t == 20 else None)
@@ -76,36 +76,36 @@ def test_roundtrip_returns_the_chosen_frames(tmp_path):
 
 
 def test_each_distinct_frame_decodes_once(tmp_path, monkeypatch):
-  packed.write_packed(_records(1), NumberReader(), str(tmp_path))
-  (rec,) = packed.packed_records(str(tmp_path))
+  frame_cache.write_packed(_records(1), NumberReader(), str(tmp_path))
+  (rec,) = frame_cache.packed_records(str(tmp_path))
   decoded = []
-  real = packed._decode_frame
-  monkeypatch.setattr(packed, "_decode_frame",
+  real = frame_cache._decode_frame
+  monkeypatch.setattr(frame_cache, "_decode_frame",
                       lambda *a, **k: (decoded.append(1), real(*a, **k))[1])
-  frames = packed.PackedReader().read(rec, lambda t: np.array([2, 2, 2, 5, 5, 9]))
+  frames = frame_cache.PackedReader().read(rec, lambda t: np.array([2, 2, 2, 5, 5, 9]))
   assert len(decoded) == 3
   _check(frames, [2, 2, 2, 5, 5, 9], rec.label)
 
 
 def test_many_shards(tmp_path):
-  packed.write_packed(_records(5), NumberReader(), str(tmp_path), shard_bytes=1)
-  index = packed.read_index(str(tmp_path))
+  frame_cache.write_packed(_records(5), NumberReader(), str(tmp_path), shard_bytes=1)
+  index = frame_cache.read_index(str(tmp_path))
   assert len(index["shards"]) == 5
-  reader = packed.PackedReader()
-  for rec in packed.packed_records(str(tmp_path)):
+  reader = frame_cache.PackedReader()
+  for rec in frame_cache.packed_records(str(tmp_path)):
     _check(reader.read(rec, lambda t: np.array([t - 1])), [19], rec.label)
 
 
 def test_short_side_resizes_keeping_aspect_and_never_upscales(tmp_path):
-  packed.write_packed(_records(1), NumberReader(48, 64), str(tmp_path / "a"),
+  frame_cache.write_packed(_records(1), NumberReader(48, 64), str(tmp_path / "a"),
                       short_side=24)
-  packed.write_packed(_records(1), NumberReader(64, 48), str(tmp_path / "b"),
+  frame_cache.write_packed(_records(1), NumberReader(64, 48), str(tmp_path / "b"),
                       short_side=24)
-  packed.write_packed(_records(1), NumberReader(48, 64), str(tmp_path / "c"),
+  frame_cache.write_packed(_records(1), NumberReader(48, 64), str(tmp_path / "c"),
                       short_side=100)
-  reader = packed.PackedReader()
+  reader = frame_cache.PackedReader()
   for name, shape in (("a", (24, 32)), ("b", (32, 24)), ("c", (48, 64))):
-    (rec,) = packed.packed_records(str(tmp_path / name))
+    (rec,) = frame_cache.packed_records(str(tmp_path / name))
     frames = reader.read(rec, lambda t: np.array([4, 11]))
     assert frames.shape[1:3] == shape
     _check(frames, [4, 11], rec.label)
@@ -114,11 +114,11 @@ def test_short_side_resizes_keeping_aspect_and_never_upscales(tmp_path):
 @pytest.mark.parametrize("draft,expect", [(60, (64, 80)), (100, (128, 160)),
                                           (129, (256, 320)), (20, (32, 40))])
 def test_draft_decodes_jpeg_at_reduced_size(tmp_path, draft, expect):
-  packed.write_packed(_records(1), NumberReader(256, 320), str(tmp_path))
-  (rec,) = packed.packed_records(str(tmp_path))
-  full = packed.PackedReader().read(rec, lambda t: np.array([3, 8]))
+  frame_cache.write_packed(_records(1), NumberReader(256, 320), str(tmp_path))
+  (rec,) = frame_cache.packed_records(str(tmp_path))
+  full = frame_cache.PackedReader().read(rec, lambda t: np.array([3, 8]))
   assert full.shape[1:3] == (256, 320)
-  small = packed.PackedReader(draft_size=draft).read(rec, lambda t: np.array([3, 8]))
+  small = frame_cache.PackedReader(draft_size=draft).read(rec, lambda t: np.array([3, 8]))
   # The largest DCT reduction (1, 2, 4, 8) whose short side is still >= draft_size.
   assert small.shape[1:3] == expect
   assert min(small.shape[1:3]) >= draft
@@ -128,23 +128,23 @@ def test_draft_decodes_jpeg_at_reduced_size(tmp_path, draft, expect):
 def test_draft_size_for_config():
   cfg = ml_collections.ConfigDict(dict(
       input=data_config.input_defaults(), time=dict(n=4), image_size=224))
-  assert packed.draft_size_for(cfg) == 112  # cell 56 / sqrt(0.25)
+  assert frame_cache.draft_size_for(cfg) == 112  # cell 56 / sqrt(0.25)
   cfg.input.crop_scale = (1.0, 1.0)
-  assert packed.draft_size_for(cfg) == 64  # eval: 56 / 0.875
+  assert frame_cache.draft_size_for(cfg) == 64  # eval: 56 / 0.875
 
 
 def test_failed_videos_are_counted_listed_and_read_as_decode_errors(tmp_path, caplog):
   caplog.set_level("WARNING")
-  index = packed.write_packed(_records(4, bad=(1, 2)), NumberReader(), str(tmp_path))
+  index = frame_cache.write_packed(_records(4, bad=(1, 2)), NumberReader(), str(tmp_path))
   assert index["num_failed"] == 2
   assert [f["video_id"] for f in index["failed"]] == ["v1", "v2"]
   assert "undecodable" in index["failed"][0]["error"]
   on_disk = json.loads((tmp_path / "index.json").read_text())
   assert on_disk["num_failed"] == 2
   assert "v1_bad.mp4" in caplog.text and "2 of 4 videos" in caplog.text
-  recs = list(packed.packed_records(str(tmp_path)))
+  recs = list(frame_cache.packed_records(str(tmp_path)))
   assert len(recs) == 4 and [r.num_frames for r in recs] == [20, None, None, 20]
-  reader = packed.PackedReader()
+  reader = frame_cache.PackedReader()
   with pytest.raises(DecodeError, match="failed to decode when packed"):
     reader.read(recs[1], np.arange)
   _check(reader.read(recs[3], lambda t: np.array([1])), [1], recs[3].label)
@@ -164,11 +164,11 @@ def test_depth_is_lossless(tmp_path):
   for dtype, scale, codec in ((np.uint16, 9000, "png16"), (np.int32, 4000, "png16"),
                               (np.float32, 5.0, "npy")):
     out = tmp_path / np.dtype(dtype).name
-    packed.write_packed(_records(2), DepthReader(dtype, scale), str(out))
-    reader = packed.PackedReader(draft_size=4)  # draft never touches depth
-    for rec in packed.packed_records(str(out)):
+    frame_cache.write_packed(_records(2), DepthReader(dtype, scale), str(out))
+    reader = frame_cache.PackedReader(draft_size=4)  # draft never touches depth
+    for rec in frame_cache.packed_records(str(out)):
       data = reader.read_bytes(rec)
-      assert packed._parse(data)[0]["codec"] == codec
+      assert frame_cache._parse(data)[0]["codec"] == codec
       got = reader.read(rec, lambda t: np.array([0, 5]))
       want = DepthReader(dtype, scale).read(rec, lambda t: np.array([0, 5]))
       np.testing.assert_array_equal(got, want)
@@ -176,9 +176,9 @@ def test_depth_is_lossless(tmp_path):
 
 
 def test_reader_pickles_without_open_handles(tmp_path):
-  packed.write_packed(_records(2), NumberReader(), str(tmp_path))
-  recs = list(packed.packed_records(str(tmp_path)))
-  reader = packed.PackedReader(str(tmp_path), draft_size=24)
+  frame_cache.write_packed(_records(2), NumberReader(), str(tmp_path))
+  recs = list(frame_cache.packed_records(str(tmp_path)))
+  reader = frame_cache.PackedReader(str(tmp_path), draft_size=24)
   first = reader.read(recs[0], lambda t: np.array([6]))  # opens the shard
   assert reader._readers
   clone = pickle.loads(pickle.dumps(reader))
@@ -188,9 +188,9 @@ def test_reader_pickles_without_open_handles(tmp_path):
 
 def test_bad_paths_and_missing_index_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match="no index.json"):
-    packed.packed_records(str(tmp_path))
+    frame_cache.packed_records(str(tmp_path))
   with pytest.raises(ValueError, match="not a packed record path"):
-    packed.PackedReader().read(Record("/some/video.mp4", 0), np.arange)
+    frame_cache.PackedReader().read(Record("/some/video.mp4", 0), np.arange)
 
 
 _CONFIG = """
@@ -223,7 +223,6 @@ def _write_mp4(path, num_frames, h=96, w=128):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_pack_cli_then_pipeline_from_the_cache(tmp_path, workers):
-  pytest.importorskip("time_jax.data.video")
   root = tmp_path / "data"
   root.mkdir()
   for name, t in (("a.mp4", 12), ("b.mp4", 16), ("c.mp4", 14)):
@@ -242,7 +241,7 @@ def test_pack_cli_then_pipeline_from_the_cache(tmp_path, workers):
   assert "broken.mp4" in proc.stderr  # the skipped video is logged
   meta = json.loads((out / "splits.json").read_text())
   assert (meta["train"], meta["eval"]) == (4, 2)
-  index = packed.read_index(str(out / "train"))
+  index = frame_cache.read_index(str(out / "train"))
   assert index["num_failed"] == 1 and index["failed"][0]["video_id"] == "broken.mp4"
   assert [e[3] for e in index["records"]] == [12, 16, 14, None]
 
