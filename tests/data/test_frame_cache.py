@@ -19,6 +19,8 @@ import pytest
 from time_jax.data import config as data_config
 from time_jax.data import frame_cache
 from time_jax.data import pipeline
+from time_jax.data import reference
+from time_jax.data import scenes
 from time_jax.data.base import DecodeError, Record
 
 TOL = 3  # JPEG (quality 90) error on uniform colours, in uint8 steps
@@ -79,8 +81,8 @@ def test_each_distinct_frame_decodes_once(tmp_path, monkeypatch):
   frame_cache.write_packed(_records(1), NumberReader(), str(tmp_path))
   (rec,) = frame_cache.packed_records(str(tmp_path))
   decoded = []
-  real = frame_cache._decode_frame
-  monkeypatch.setattr(frame_cache, "_decode_frame",
+  real = frame_cache.simplejpeg.decode_jpeg
+  monkeypatch.setattr(frame_cache.simplejpeg, "decode_jpeg",
                       lambda *a, **k: (decoded.append(1), real(*a, **k))[1])
   frames = frame_cache.PackedReader().read(rec, lambda t: np.array([2, 2, 2, 5, 5, 9]))
   assert len(decoded) == 3
@@ -125,12 +127,12 @@ def test_draft_decodes_jpeg_at_reduced_size(tmp_path, draft, expect):
   _check(small, [3, 8], rec.label)
 
 
-def test_draft_size_for_config():
+def test_short_side_for_config():
   cfg = ml_collections.ConfigDict(dict(
       input=data_config.input_defaults(), time=dict(n=4), image_size=224))
-  assert frame_cache.draft_size_for(cfg) == 112  # cell 56 / sqrt(0.25)
+  assert frame_cache.short_side_for(cfg) == 112  # cell 56 / sqrt(0.25)
   cfg.input.crop_scale = (1.0, 1.0)
-  assert frame_cache.draft_size_for(cfg) == 64  # eval: 56 / 0.875
+  assert frame_cache.short_side_for(cfg) == 64  # eval: 56 / 0.875
 
 
 def test_failed_videos_are_counted_listed_and_read_as_decode_errors(tmp_path, caplog):
@@ -264,3 +266,17 @@ def test_pack_cli_then_pipeline_from_the_cache(tmp_path, workers):
   chosen = b["frames"][0, :, 8, 8, 0].astype(int)
   assert (np.abs(chosen - 10 * np.rint(chosen / 10)) <= 2).all()
   assert (np.diff(chosen) >= -2).all() and chosen.max() <= 130 + 2
+
+
+@pytest.mark.parametrize("draft", [None, 100, 60])
+def test_fast_decode_equals_pillow_on_real_looking_frames(tmp_path, draft):
+  """libjpeg-turbo through simplejpeg gives Pillow's pixels, at Pillow's DCT scale."""
+  clip = scenes.scene_clip(np.random.default_rng(3), num_frames=3)
+  data = frame_cache.encode_video(clip, Record("x", 0))
+  header, offset = frame_cache._parse(data)  # pylint: disable=protected-access
+  starts = np.concatenate([[0], np.cumsum(header["sizes"])]) + offset
+  payloads = [data[starts[i]:starts[i + 1]] for i in range(3)]
+  fast = frame_cache.decode_video(data, draft_size=draft)
+  ref = reference.decode_jpegs(payloads, header, draft)
+  assert fast.shape == ref.shape
+  assert np.abs(fast.astype(int) - ref.astype(int)).max() <= 1

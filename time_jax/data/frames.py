@@ -23,12 +23,14 @@ padding), and the disagreement is logged once per folder.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 
 import numpy as np
 from PIL import Image
+import simplejpeg
 
 from time_jax.data.base import Chooser, DecodeError, Record
 
@@ -77,15 +79,24 @@ def list_frames(folder: str) -> list[str]:
   return sorted(names, key=natural_key)
 
 
-def decode_image(path: str) -> np.ndarray:
-  """One frame: uint8 ``[h, w, 3]`` RGB, or depth ``[h, w, 1]`` (module docstring).
+def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+  """One encoded frame: uint8 ``[h, w, 3]`` RGB, or depth ``[h, w, 1]``.
+
+  JPEG (the usual RGB frame) decodes with libjpeg-turbo (``simplejpeg``, GIL released);
+  other formats and modes (16-bit depth PNG, palettes, CMYK) with Pillow.
 
   Raises:
-    DecodeError: the file cannot be opened or decoded (missing, truncated, not an
-      image).
+    DecodeError: the bytes are not a decodable image.
   """
+  if data[:2] == b"\xff\xd8":  # a JPEG
+    try:
+      colorspace = simplejpeg.decode_jpeg_header(data)[2]
+      if colorspace in ("Gray", "YCbCr", "RGB"):
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+      pass  # let Pillow try (and name the problem)
   try:
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(data)) as img:
       img.load()
       if img.mode in _DEPTH_MODES:
         arr = np.asarray(img)
@@ -98,7 +109,22 @@ def decode_image(path: str) -> np.ndarray:
         img = img.convert("RGB")
       return np.asarray(img, dtype=np.uint8)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DecodeError(f"{path}: cannot decode the image ({e}).") from e
+    raise DecodeError(f"{name}: cannot decode the image ({e}).") from e
+
+
+def decode_image(path: str) -> np.ndarray:
+  """One frame file: uint8 ``[h, w, 3]`` RGB, or depth ``[h, w, 1]`` (module docstring).
+
+  Raises:
+    DecodeError: the file cannot be opened or decoded (missing, truncated, not an
+      image).
+  """
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise DecodeError(f"{path}: cannot read the image ({e}).") from e
+  return decode_image_bytes(data, path)
 
 
 class FrameFolderReader:

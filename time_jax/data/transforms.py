@@ -2,9 +2,11 @@
 
 Pure functions on numpy clips ``[T, H, W, C]`` (the ORIGINAL decoded frames). One
 random draw per clip is applied to every frame, and the geometry (crop, flip, rotation,
-resize to the TIME cell size ``H*/N x W*/N``) is a single affine warp per frame, so
-frames are resampled once. Large downscales first box-reduce by an integer factor
-(``Image.reduce``) so the bilinear warp does not alias.
+resize to the TIME cell size ``H*/N x W*/N``) is a single bilinear affine warp per
+frame, so frames are resampled once. Large downscales first box-reduce by an integer
+factor so the bilinear warp does not alias. Both run in OpenCV's SIMD kernels, which
+release the GIL (the pipeline's read threads run them in parallel), on the window of
+the frame that the view samples, written straight into the output clip.
 
 * Training (`train_view`): random resized crop (area fraction and aspect ranges),
   horizontal flip, rotation, then resize to the cell size.
@@ -22,10 +24,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from time_jax import time_layer
+
+# The pipeline runs clips in parallel (read threads, worker processes); OpenCV's own
+# threads would only add synchronisation to warps of a few thousand pixels each.
+cv2.setNumThreads(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,62 +178,112 @@ def _source_region(view: View, height: int, width: int, kx: int, ky: int):
   return rx0, ry0, max(rx1, rx0 + 1), max(ry1, ry0 + 1)
 
 
-def _affine(view: View, out_w: int, out_h: int, kx: int, ky: int,
-            origin: tuple[int, int] = (0, 0)):
-  """PIL AFFINE coefficients: output pixel (x, y) -> source, in reduced pixels.
+def affine_matrix(view: View, out_w: int, out_h: int, kx: int = 1, ky: int = 1,
+                  origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+  """float64 ``[2, 3]``: output pixel ``(x, y)`` -> source pixel, OpenCV's convention.
 
-  PIL maps output pixel centres ``(x + .5, y + .5)`` through the matrix and samples
-  at that edge-based coordinate; box edges map to the output's edges. ``origin`` is
-  the top-left of the source window in frame pixels.
+  Pixel centres sit at integer coordinates; box edges map to the output's edges, so
+  output pixel centre ``x + 1/2`` (in edge coordinates) samples the box at
+  ``(x + 1/2) / out_w`` of its width. Source coordinates are in pixels of the frame
+  box-reduced by ``(kx, ky)``, relative to ``origin`` (the window's top-left corner in
+  frame pixels).
   """
   x0, y0, bw, bh = view.box
   cx, cy = x0 + bw / 2, y0 + bh / 2
   theta = math.radians(view.angle)
   # Sampling the source at R(theta)·(dx, dy) with y pointing down turns the content
-  # counter-clockwise on screen, as PIL's Image.rotate and np.rot90 do.
+  # counter-clockwise on screen, as np.rot90 does.
   c, s = math.cos(theta), math.sin(theta)
   fx = -1.0 if view.flip else 1.0
-  # dx = fx·bw·(u/out_w - 1/2), dy = bh·(v/out_h - 1/2); source = centre + R·(dx, dy).
+  # In edge coordinates: dx = fx·bw·(u/out_w - 1/2), dy = bh·(v/out_h - 1/2) for
+  # output edge coordinates (u, v); source = centre + R·(dx, dy).
   a, b = c * fx * bw / out_w, -s * bh / out_h
   d, e = s * fx * bw / out_w, c * bh / out_h
-  off_x = cx - c * fx * bw / 2 + s * bh / 2
-  off_y = cy - s * fx * bw / 2 - c * bh / 2
-  off_x, off_y = off_x - origin[0], off_y - origin[1]
-  return (a / kx, b / kx, off_x / kx, d / ky, e / ky, off_y / ky)
+  off_x = cx - c * fx * bw / 2 + s * bh / 2 - origin[0]
+  off_y = cy - s * fx * bw / 2 - c * bh / 2 - origin[1]
+  # Edge coordinates -> centre coordinates on both sides: u = x + 1/2, and the
+  # reduced source pixel i covers [i, i + 1), its centre i + 1/2.
+  m = np.array([[a / kx, b / kx, off_x / kx], [d / ky, e / ky, off_y / ky]])
+  m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5
+  return m
 
 
-def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int]) -> np.ndarray:
+def _box_reduce(window: np.ndarray, kx: int, ky: int) -> np.ndarray:
+  """``[h, w, c]`` -> ``[ceil(h/ky), ceil(w/kx), c]`` block means; the last partial
+  blocks repeat the edge pixels."""
+  h, w = window.shape[:2]
+  pad_y, pad_x = -h % ky, -w % kx
+  if pad_y or pad_x:
+    window = cv2.copyMakeBorder(window, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
+  return cv2.resize(window, ((w + pad_x) // kx, (h + pad_y) // ky),
+                    interpolation=cv2.INTER_AREA)
+
+
+def _outside(matrix: np.ndarray, out_h: int, out_w: int, src_h: int,
+             src_w: int) -> np.ndarray | None:
+  """bool ``[out_h, out_w]``: output pixels whose sample lies outside the source by more
+  than half a pixel (they become 0); None when there are none (a crop inside the frame).
+
+  Samples within half a pixel of the source repeat its edge pixels, so the frame's
+  border keeps a hard edge against the 0 fill of a rotation.
+  """
+  corners = np.array([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1],
+                      [out_w - 1, out_h - 1, 1]], np.float64) @ matrix.T
+  lo, hi_x, hi_y = -0.5, src_w - 0.5, src_h - 0.5
+  if (corners[:, 0].min() >= lo and corners[:, 0].max() <= hi_x
+      and corners[:, 1].min() >= lo and corners[:, 1].max() <= hi_y):
+    return None
+  ys, xs = np.mgrid[:out_h, :out_w]
+  sx = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+  sy = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+  return (sx < lo) | (sx > hi_x) | (sy < lo) | (sy > hi_y)
+
+
+def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
+               indices: np.ndarray | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
   """Warps every frame of a clip by the same view to the output size.
 
   Args:
     frames: uint8 ``[T, H, W, C]``, C = 1 or 3.
     view: the crop / flip / rotation, in the frames' pixels.
     out_size: ``(h, w)``, the TIME cell size.
+    indices: int ``[K]``: warp ``frames[indices]`` (in that order) without copying
+      them first; default all T frames.
+    out: optional uint8 ``[K, h, w, C]`` to write into.
 
   Returns:
-    uint8 ``[T, h, w, C]``. Pixels that a rotation brings in from outside the frame
-    are 0.
+    uint8 ``[K, h, w, C]`` (``out`` when given). Pixels that a rotation brings in
+    from outside the frame are 0.
   """
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
     raise ValueError(f"apply_view: expected uint8 [T, H, W, 1|3], got {frames.dtype} "
                      f"{frames.shape}.")
   oh, ow = out_size
+  channels = frames.shape[-1]
+  sources = range(frames.shape[0]) if indices is None else np.asarray(indices).tolist()
+  if out is None:
+    out = np.empty((len(sources), oh, ow, channels), np.uint8)
   bw, bh = view.box[2], view.box[3]
   # Box-reduce by whole factors first so the bilinear warp scales by less than 2x.
   kx, ky = max(1, int(bw / ow)), max(1, int(bh / oh))
-  # Only the window the view samples is converted and reduced (crops are small).
+  # Only the window the view samples is read and reduced (crops are small).
   rx0, ry0, rx1, ry1 = _source_region(view, frames.shape[1], frames.shape[2], kx, ky)
-  coeffs = _affine(view, ow, oh, kx, ky, (rx0, ry0))
-  channels = frames.shape[-1]
-  out = np.empty((frames.shape[0], oh, ow, channels), np.uint8)
-  for t, frame in enumerate(frames[:, ry0:ry1, rx0:rx1]):
-    img = Image.fromarray(np.ascontiguousarray(frame[..., 0] if channels == 1 else frame))
+  matrix = affine_matrix(view, ow, oh, kx, ky, (rx0, ry0))
+  reduced_h = -(-(ry1 - ry0) // ky)
+  reduced_w = -(-(rx1 - rx0) // kx)
+  outside = _outside(matrix, oh, ow, reduced_h, reduced_w)
+  flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+  for t, source in enumerate(sources):
+    window = frames[source, ry0:ry1, rx0:rx1]
     if kx > 1 or ky > 1:
-      img = img.reduce((kx, ky))
-    img = img.transform((ow, oh), Image.Transform.AFFINE, coeffs,
-                        resample=Image.Resampling.BILINEAR)
-    arr = np.asarray(img)
-    out[t] = arr[..., None] if channels == 1 else arr
+      window = _box_reduce(window, kx, ky)
+    warped = cv2.warpAffine(window, matrix, (ow, oh), dst=out[t] if channels == 3 else None,
+                            flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    if channels == 1:
+      out[t, ..., 0] = warped
+    if outside is not None:
+      out[t][outside] = 0
   return out
 
 
@@ -262,8 +318,21 @@ def to_rgb(frames: np.ndarray) -> np.ndarray:
   return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
+def to_uint8(frames: np.ndarray, *, depth: bool = False,
+             depth_max: float = 0.0) -> np.ndarray:
+  """Decoded frames -> uint8: depth scaled by `depth_to_uint8`, RGB checked."""
+  if depth:
+    return depth_to_uint8(frames, depth_max)
+  if frames.dtype != np.uint8:
+    raise ValueError(f"prepare: RGB frames must be uint8, got {frames.dtype}; set "
+                     "dataset.modality='depth' for depth data.")
+  return frames
+
+
 def prepare(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
-            depth: bool = False, depth_max: float = 0.0) -> np.ndarray:
+            depth: bool = False, depth_max: float = 0.0,
+            indices: np.ndarray | None = None,
+            out: np.ndarray | None = None) -> np.ndarray:
   """Depth scaling, the view warp and 3 channels: decoded clip -> pipeline frames.
 
   Args:
@@ -272,13 +341,17 @@ def prepare(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
     out_size: the cell size ``(h, w)``.
     depth: scale with `depth_to_uint8` first.
     depth_max: see `depth_to_uint8`.
+    indices: the clip is ``frames[indices]`` (see `apply_view`); default all frames.
+    out: optional uint8 ``[K, h, w, 3]`` to write into.
 
   Returns:
-    uint8 ``[T, h, w, 3]``.
+    uint8 ``[K, h, w, 3]`` (``out`` when given).
   """
-  if depth:
-    frames = depth_to_uint8(frames, depth_max)
-  elif frames.dtype != np.uint8:
-    raise ValueError(f"prepare: RGB frames must be uint8, got {frames.dtype}; set "
-                     "dataset.modality='depth' for depth data.")
-  return to_rgb(apply_view(frames, view, out_size))
+  frames = to_uint8(frames, depth=depth, depth_max=depth_max)
+  if frames.shape[-1] == 3:
+    return apply_view(frames, view, out_size, indices=indices, out=out)
+  rgb = to_rgb(apply_view(frames, view, out_size, indices=indices))
+  if out is None:
+    return rgb
+  out[...] = rgb
+  return out

@@ -17,6 +17,12 @@ How a clip is read:
 3. If fewer frames decode than the packets promised (a truncated or partly corrupt
    file), the clip is chosen again from the frames that do decode, in one sequential
    pass; a file with no decodable frame raises `DecodeError`.
+
+Only the chosen frames are converted to RGB, all through one reformatter per read (a
+new frame's own converter would set up a new scaling context each time, which costs
+more than the conversion). The codec decodes on the calling thread: the pipeline
+parallelises over clips (read threads and workers; PyAV releases the GIL while it
+decodes), and the codec's own frame threads would spend more CPU per frame.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import logging
 import os
 
 import av
+from av.video import reformatter as av_reformatter
 import numpy as np
 
 from time_jax.data.base import Chooser, DecodeError, Record
@@ -53,6 +60,7 @@ def _open(path: str):
   if not container.streams.video:
     container.close()
     raise DecodeError(f"{path}: the file has no video stream.")
+  container.streams.video[0].thread_type = "NONE"
   return container
 
 
@@ -77,8 +85,14 @@ def _index(container, path: str) -> _Index | None:
   return _Index(pts=pts, keyframes=[i for i, p in enumerate(pts) if p in key_pts])
 
 
-def _rgb(frame) -> np.ndarray:
-  return frame.to_ndarray(format="rgb24")
+class _Rgb:
+  """Converts decoded frames to uint8 ``[h, w, 3]`` RGB with one scaling context."""
+
+  def __init__(self):
+    self._reformatter = av_reformatter.VideoReformatter()
+
+  def __call__(self, frame) -> np.ndarray:
+    return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 def _decode_indexed(container, index: _Index, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -86,6 +100,7 @@ def _decode_indexed(container, index: _Index, wanted: list[int]) -> dict[int, np
   stream = container.streams.video[0]
   where = {p: i for i, p in enumerate(index.pts)}
   got: dict[int, np.ndarray] = {}
+  rgb = _Rgb()
   todo = list(wanted)
   position = -1  # index of the last frame decoded
   frames = None
@@ -102,7 +117,7 @@ def _decode_indexed(container, index: _Index, wanted: list[int]) -> dict[int, np
         continue
       position = i
       if i in todo:
-        got[i] = _rgb(frame)
+        got[i] = rgb(frame)
         todo.remove(i)
       if not todo or todo[0] > i and _keyframe_ahead(index, i, todo[0]):
         break
@@ -132,10 +147,11 @@ def _decode_sequential(path: str, choose: Chooser) -> tuple[np.ndarray, np.ndarr
   indices = np.asarray(choose(count))
   wanted = set(indices.tolist())
   got = {}
+  rgb = _Rgb()
   with _open(path) as container:
     for i, frame in enumerate(frames(container)):
       if i in wanted:
-        got[i] = _rgb(frame)
+        got[i] = rgb(frame)
       if i >= indices.max():
         break
   if len(got) != len(wanted):
@@ -186,6 +202,10 @@ def num_frames(path: str) -> int:
 
 class VideoReader:
   """The `ClipReader` of video files (``dataset.source='video'``); holds no state."""
+  # Decoding runs through every frame between keyframe and chosen frame anyway, so
+  # more chosen frames cost only their RGB conversion (repeated views may each have
+  # their own temporal jitter).
+  extra_frames_free = True
 
   def read(self, record: Record, choose: Chooser) -> np.ndarray:
     """uint8 ``[len(indices), H, W, 3]``: the chosen frames of ``record.path``."""
