@@ -1,130 +1,139 @@
-r"""Clips/s of one input worker: decode everything vs. chosen frames vs. the packed cache.
+r"""Clips/s of the input pipeline per core, before and after the fast host path.
 
-    python bench/input_pipeline.py                 # N in 1 2 4 7, T*=16, 224², 320x240 mp4
-    python bench/input_pipeline.py --seconds 1 --videos 2     # quicker
+    python bench/input_pipeline.py                       # N = 1, 2, 4; 16 generated clips
+    python bench/input_pipeline.py --ns 2 --seconds 3 --videos 8        # quicker
 
-One clip is what a training element does: choose ``T*·N²`` frames
-(`transforms.clip_indices` with jitter), read them, draw a train view and warp every
-frame to the cell ``224 // N`` (`transforms.prepare`). Readers, side by side on the
-same generated videos (H.264, GOP 12, 25 fps, like UCF101's 320x240):
+Everything goes through ``pipeline.build`` itself (Grain, batching and copies
+included), with the paper's UCF101 VideoMAE recipes (`time_jax.recipes.videomae`:
+fine-tuning and pretraining views, 5 × 3 evaluation views; T* = 16, 224²) on
+UCF101-like footage (`time_jax.data.scenes`: 320×240, 180 frames, H.264 with a
+keyframe every 12 frames, natural-image statistics and camera motion), read from the
+video files and from the packed cache that ``python -m time_jax.data.pack`` writes for
+each config. One read thread and no worker processes, so the figures are per core
+(``clips/CPU-s`` divides by the process's CPU time, which also counts any codec or
+library threads).
 
-* ``decode_all``: the naive baseline, PyAV decodes every frame, then the chosen ones
-  are kept.
-* ``video``: `time_jax.data.video.VideoReader` (decodes up to the last chosen frame,
-  seeking across keyframes).
-* ``packed``: `time_jax.data.frame_cache.PackedReader` with the pipeline's draft size
-  (`frame_cache.draft_size_for`), on a cache written by `frame_cache.write_packed`.
+* ``before``: the earlier host path (`time_jax.data.reference`: Pillow decoding and
+  warps, a colour converter per video frame, one view per decode, every evaluation
+  view decoded on its own) swapped into the same pipeline.
+* ``after``: the pipeline as it is: libjpeg-turbo and OpenCV kernels, repeated views
+  (``input.repeats`` of the recipe) from one decode, evaluation crops sharing a decode.
 
-Single process, single thread: clips/s per Grain worker. Ratios are against
-``decode_all``.
+Rows are training views (fine-tune, pretrain) and evaluation views; ``after/before``
+is the speed-up. The issue's goals at N = 2 per core: packed fine-tuning views >= 25,
+pretraining views >= 80, video fine-tuning views >= 12.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 
-import av
-import ml_collections
-import numpy as np
-
-from time_jax.data import config as data_config
+from time_jax import recipes
 from time_jax.data import frame_cache
+from time_jax.data import pack
+from time_jax.data import pipeline
+from time_jax.data import reference
+from time_jax.data import scenes
 from time_jax.data import transforms
 from time_jax.data import video
-from time_jax.data.base import Record
 
 
-class DecodeAll:
-  """Baseline: every frame decoded with PyAV, then the chosen ones kept."""
-
-  def read(self, record, choose):
-    with av.open(record.path) as c:
-      frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    return frames[np.asarray(choose(len(frames)))]
-
-
-def _write_video(path: str, num_frames: int, h: int, w: int, seed: int) -> None:
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-  base = rng.integers(0, 255, (h // 8, w // 8, 3)).astype(np.float32)
-  texture = np.kron(base, np.ones((8, 8, 1), np.float32))
-  with av.open(path, "w") as out:
-    s = out.add_stream("libx264", rate=25)
-    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-    s.gop_size = 12
-    for k in range(num_frames):
-      shift = np.roll(texture, 3 * k, axis=1)
-      blob = 120 * np.exp(-((yy - h / 2) ** 2 + (xx - (k * 2) % w) ** 2) / 800)
-      img = np.clip(0.6 * shift + blob[..., None], 0, 255).astype(np.uint8)
-      for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-        out.mux(p)
-    for p in s.encode():
-      out.mux(p)
+@contextlib.contextmanager
+def before_path():
+  """Swaps the earlier (reference) implementations into the pipeline's modules."""
+  saved = (transforms.apply_view, frame_cache._decode_jpegs, video._Rgb,  # pylint: disable=protected-access
+           pipeline.EvalElement._CACHED_CLIPS)  # pylint: disable=protected-access
+  transforms.apply_view = reference.apply_view
+  frame_cache._decode_jpegs = reference.decode_jpegs  # pylint: disable=protected-access
+  video._Rgb = reference.Rgb  # pylint: disable=protected-access
+  pipeline.EvalElement._CACHED_CLIPS = 0  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    (transforms.apply_view, frame_cache._decode_jpegs, video._Rgb,  # pylint: disable=protected-access
+     pipeline.EvalElement._CACHED_CLIPS) = saved  # pylint: disable=protected-access
 
 
-def _clips_per_s(reader, records, n: int, t_out: int, image_size: int,
-                 seconds: float) -> float:
-  cell = (image_size // n, image_size // n)
-  rng = np.random.default_rng(0)
-  done, start = 0, time.perf_counter()
+def recipe(phase: str, n: int, data: str, batch: int):
+  """The UCF101 VideoMAE recipe of ``phase`` with grid side ``n`` on the scenes set."""
+  c = recipes.videomae("ucf101", phase)
+  c.time.n = n
+  c.dataset.update(name="annotations", source="video", root=data, split="",
+                   train_annotations=os.path.join(data, "train.txt"),
+                   eval_annotations=os.path.join(data, "test.txt"),
+                   classes_file=os.path.join(data, "classes.txt"), num_classes=0)
+  c.input.update(batch_size=batch, eval_batch_size=batch, num_workers=0, read_threads=1)
+  return c
+
+
+def rate(config, split: str, seconds: float) -> tuple[float, float]:
+  """``(clips/s, clips per CPU-second)`` of ``pipeline.build(config, split)``."""
+  ds, _ = pipeline.build(config, split)
+  it = iter(ds)
+  next(it)  # opens files, starts Grain's thread
+  clips, start, cpu = 0, time.perf_counter(), time.process_time()
   while True:
-    rec = records[done % len(records)]
-    choose = lambda t: transforms.clip_indices(t, t_out, n, rng=rng)  # pylint: disable=cell-var-from-loop
-    frames = reader.read(rec, choose)
-    view = transforms.train_view(rng, frames.shape[1], frames.shape[2])
-    transforms.prepare(frames, view, cell)
-    done += 1
-    elapsed = time.perf_counter() - start
-    if elapsed >= seconds and done >= 2:
-      return done / elapsed
+    try:
+      clips += len(next(it)["frames"])
+    except StopIteration:
+      it = iter(ds)
+      continue
+    wall = time.perf_counter() - start
+    if wall >= seconds:
+      return clips / wall, clips / max(time.process_time() - cpu, 1e-9)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 7])
-  parser.add_argument("--t-out", type=int, default=16)
-  parser.add_argument("--image-size", type=int, default=224)
-  parser.add_argument("--videos", type=int, default=4)
-  parser.add_argument("--frames", type=int, default=180, help="frames per video")
-  parser.add_argument("--size", type=int, nargs=2, default=[240, 320], help="h w")
-  parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+  parser.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4])
+  parser.add_argument("--videos", type=int, default=16, help="generated clips")
+  parser.add_argument("--data", default="", help="an existing scenes.write_dataset folder")
+  parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+  parser.add_argument("--batch", type=int, default=8, help="clips per batch")
+  parser.add_argument("--pretrain-repeats", type=int, default=None,
+                      help="override the pretraining recipe's input.repeats")
+  parser.add_argument("--skip-before", action="store_true", help="only the fast path")
   args = parser.parse_args()
-  h, w = args.size
   with tempfile.TemporaryDirectory() as tmp:
-    records = []
-    for i in range(args.videos):
-      path = os.path.join(tmp, f"v{i}.mp4")
-      _write_video(path, args.frames, h, w, seed=i)
-      records.append(Record(path, 0, video_id=f"v{i}"))
-    start = time.perf_counter()
-    frame_cache.write_packed(records, video.VideoReader(), os.path.join(tmp, "packed"),
-                             num_threads=1)
-    pack_s = time.perf_counter() - start
-    size = sum(os.path.getsize(os.path.join(tmp, "packed", f))
-               for f in os.listdir(os.path.join(tmp, "packed")))
-    mp4 = sum(os.path.getsize(r.path) for r in records)
-    print(f"{args.videos} videos of {args.frames} frames {w}x{h}: mp4 {mp4 / 2**20:.1f} "
-          f"MiB, packed {size / 2**20:.1f} MiB, packing {pack_s:.1f}s (1 thread)")
-    packed_recs = list(frame_cache.packed_records(os.path.join(tmp, "packed")))
-    print(f"{'N':>2} {'frames/clip':>11} {'cell':>4} {'draft':>5} | "
-          f"{'decode_all':>10} {'video':>7} {'packed':>7} | clips/s; "
-          f"{'video/all':>9} {'packed/all':>10} {'packed/video':>12}")
+    data = args.data
+    if not data:
+      data = os.path.join(tmp, "scenes")
+      start = time.perf_counter()
+      scenes.write_dataset(data, num_videos=args.videos, test_fraction=0.25)
+      print(f"generated {args.videos} clips in {time.perf_counter() - start:.0f} s")
+    caches = {}
+    print(f"{'views':<9} {'N':>2} {'source':<6} {'repeats':>7} | {'before':>7} "
+          f"{'after':>7} clips/s | {'after/before':>12} | after clips/CPU-s")
     for n in args.ns:
-      cfg = ml_collections.ConfigDict(dict(
-          input=data_config.input_defaults(), time=dict(n=n),
-          image_size=args.image_size))
-      draft = frame_cache.draft_size_for(cfg)
-      rates = [
-          _clips_per_s(DecodeAll(), records, n, args.t_out, args.image_size, args.seconds),
-          _clips_per_s(video.VideoReader(), records, n, args.t_out, args.image_size,
-                       args.seconds),
-          _clips_per_s(frame_cache.PackedReader(draft_size=draft), packed_recs, n,
-                       args.t_out, args.image_size, args.seconds)]
-      print(f"{n:>2} {args.t_out * n * n:>11} {args.image_size // n:>4} {draft:>5} | "
-            f"{rates[0]:>10.2f} {rates[1]:>7.2f} {rates[2]:>7.2f} |          "
-            f"{rates[1] / rates[0]:>9.2f} {rates[2] / rates[0]:>10.2f} "
-            f"{rates[2] / rates[1]:>12.2f}")
+      for phase in ("finetune", "pretrain", "eval"):
+        config = recipe("pretrain" if phase == "pretrain" else "finetune", n, data,
+                        args.batch)
+        if phase == "pretrain" and args.pretrain_repeats:
+          config.input.repeats = args.pretrain_repeats
+        split = "eval" if phase == "eval" else "train"
+        for source in ("video", "packed"):
+          if source == "packed":
+            size = frame_cache.short_side_for(config)
+            if size not in caches:
+              caches[size] = os.path.join(tmp, f"packed_{size}")
+              pack.pack(config, caches[size], short_side=size)
+            config = config.copy_and_resolve_references()
+            config.dataset.update(source="packed", packed_dir=caches[size])
+          after, after_cpu = rate(config, split, args.seconds)
+          before = float("nan")
+          if not args.skip_before:
+            old = config.copy_and_resolve_references()
+            old.input.repeats = 1
+            with before_path():
+              before, _ = rate(old, split, args.seconds)
+          repeats = config.input.repeats if split == "train" else 1
+          print(f"{phase:<9} {n:>2} {source:<6} {repeats:>7} | {before:>7.1f} "
+                f"{after:>7.1f}         | {after / before:>12.2f} | {after_cpu:.1f}",
+                flush=True)
 
 
 if __name__ == "__main__":

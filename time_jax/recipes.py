@@ -212,6 +212,8 @@ def _finetune_schedule(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.train.label_smoothing = 0.1
   c.train.eval_every = 0
   c.input.crop_scale = (0.08, 1.0)  # VideoMAE: RandomResizedCrop's default area range
+  # VideoMAE fine-tuning: num_sample 2, two augmented views of every decoded video.
+  c.input.repeats = 2
 
 
 def videomae(dataset: str, arg: str | None = None,

@@ -132,3 +132,35 @@ def test_config_argument_and_overrides_as_for_main(tmp_path):
   assert (c.time.n, c.image_size, c.dataset.split) == (3, 48, "xsub")
   with pytest.raises(SystemExit):
     pack.main(["--config", str(cfg_file), "--out", str(tmp_path / "o"), "--bogus"])
+
+
+def test_pack_stores_the_size_the_config_needs_and_warns_when_too_small(tmp_path, caplog):
+  root, cfg_file = _dataset(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
+  sizes = []
+
+  def write_packed(records, reader, path, *, short_side=None):
+    sizes.append(short_side)
+    os.makedirs(path)
+
+  monkeypatch = pytest.MonkeyPatch()
+  monkeypatch.setattr(frame_cache, "write_packed", write_packed)
+  monkeypatch.setattr(frame_cache, "packed_records", lambda path: [])
+  monkeypatch.setattr(sources, "make_reader", lambda config: _Reader())
+  try:
+    cfg = pack.load_config(str(cfg_file))  # cell 8, crop_scale from 0.25, eval 0.875
+    meta = pack.pack(cfg, str(tmp_path / "auto"))
+    assert sizes == [16, 16] and meta["short_side"] == 16  # 8 / sqrt(0.25)
+    cfg.input.crop_scale = (0.0625, 1.0)
+    pack.pack(cfg, str(tmp_path / "wide"))
+    assert sizes[2:] == [32, 32]  # 8 / sqrt(1/16)
+    meta = pack.pack(cfg, str(tmp_path / "keep"), short_side=0)
+    assert sizes[4:] == [None, None] and meta["short_side"] is None
+  finally:
+    monkeypatch.undo()
+  # A config needing 32 reads the cache of 16: one warning, naming both sizes.
+  caplog.set_level("WARNING")
+  cfg.dataset.update(source="packed", packed_dir=str(tmp_path / "auto"))
+  for _ in range(2):
+    sources.make_reader(cfg)
+  warnings = [r for r in caplog.records if "short side 16" in r.getMessage()]
+  assert len(warnings) == 1 and "need 32" in warnings[0].getMessage()

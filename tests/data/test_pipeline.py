@@ -38,8 +38,8 @@ def _config(workers=0, batch=4, **inp):
   cfg = ml_collections.ConfigDict(dict(
       dataset=data_config.dataset_defaults(), input=data_config.input_defaults(),
       time=dict(n=2, t_out=2, arrangement="temporal"), image_size=16))
-  cfg.input.update(num_workers=workers, batch_size=batch, eval_batch_size=batch,
-                   read_threads=2, **inp)
+  cfg.input.update(dict(dict(num_workers=workers, batch_size=batch,
+                             eval_batch_size=batch, read_threads=2), **inp))
   cfg.dataset.max_bad_fraction = 0.5
   return cfg
 
@@ -113,6 +113,110 @@ def test_iterator_state_restores_the_exact_sequence(workers):
   for a, b in zip(after, resumed):
     np.testing.assert_array_equal(a["frames"], b["frames"])
     np.testing.assert_array_equal(a["index"], b["index"])
+
+
+class CountingReader(CodeReader):
+  """`CodeReader` that numbers its reads in the blue channel (1, 2, ...);
+  ``extra_frames_free`` as asked."""
+
+  def __init__(self, extra_frames_free=False):
+    self.extra_frames_free = extra_frames_free
+    self.reads = 0
+
+  def read(self, record, choose):
+    self.reads += 1
+    frames = super().read(record, choose)
+    frames[..., 2] = self.reads
+    return frames
+
+
+def _read_ids(batch):
+  return batch["frames"][:, 0, 0, 0, 2].tolist()
+
+
+@pytest.mark.parametrize("own_frames", [False, True])
+def test_repeated_views_come_from_one_read_and_differ(own_frames):
+  cfg = _config(batch=6, repeats=3, read_threads=1)
+  cfg.input.crop_scale = (0.2, 0.5)
+  reader = CountingReader(extra_frames_free=own_frames)
+  ds, info = pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=reader)
+  it = iter(ds)
+  batches = [next(it) for _ in range(4)]
+  it.close()
+  assert info.num_views == 3 and info.steps_per_epoch == 3 * 10 // 6
+  same_frames = 0
+  for b in batches:
+    ids = _read_ids(b)  # one read per video, shared by its three views
+    assert ids[0:3] == [ids[0]] * 3 and ids[3:6] == [ids[3]] * 3 and ids[0] != ids[3]
+    assert b["frames"].shape == (6, 8, 8, 8, 3)
+    recs, idx = _decode(b)
+    assert recs == b["index"].tolist()
+    for v in (0, 3):  # the three views of a video are adjacent
+      assert recs[v:v + 3] == [recs[v]] * 3 and len(set(b["label"][v:v + 3])) == 1
+      for frames in idx[v:v + 3]:
+        assert all(5 * k <= i < 5 * (k + 1) for k, i in enumerate(frames))
+      same_frames += idx[v] == idx[v + 1] == idx[v + 2]
+  if own_frames:
+    assert same_frames < 8  # each view drew its own jitter
+  else:
+    assert same_frames == 8  # one decoded set of frames, shared by the views
+
+
+def test_repeated_views_have_their_own_crops():
+  class Texture(CodeReader):
+    def read(self, record, choose):
+      idx = choose(NUM_FRAMES)
+      rng = np.random.default_rng(int(record.path[3:]))
+      return np.repeat(rng.integers(0, 255, (1, 48, 64, 3), np.uint8), len(idx), 0)
+
+  cfg = _config(batch=4, repeats=2)
+  cfg.input.crop_scale = (0.1, 0.3)
+  ds, _ = pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())
+  b = next(iter(ds))
+  assert b["index"][0] == b["index"][1] and b["index"][2] == b["index"][3]
+  assert not np.array_equal(b["frames"][0], b["frames"][1])
+  assert not np.array_equal(b["frames"][2], b["frames"][3])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iterator_state_restores_the_exact_sequence_with_repeats(workers):
+  def build():
+    cfg = _config(workers=workers, batch=4, repeats=2)
+    reader = CodeReader()
+    reader.extra_frames_free = True  # each view draws its own frames
+    return pipeline.build(cfg, "train", seed=5, splits=_splits(), reader=reader)[0]
+  it = iter(build())
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  after = [next(it) for _ in range(3)]
+  it.close()
+  it2 = iter(build())
+  it2.set_state(state)
+  resumed = [next(it2) for _ in range(3)]
+  it2.close()
+  for a, b in zip(after, resumed):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_repeats_must_divide_the_batch():
+  with pytest.raises(ValueError, match="input.repeats"):
+    pipeline.build(_config(batch=4, repeats=3), "train", splits=_splits(),
+                   reader=CodeReader())
+
+
+def test_eval_crops_of_a_clip_share_one_read():
+  cfg = _config(batch=6, eval_clips=2, eval_crops=3, read_threads=1)
+  reader = CountingReader()
+  ds, info = pipeline.build(cfg, "eval", splits=_splits(n=4), reader=reader)
+  batches = list(ds)
+  assert sum(int(b["valid"].sum()) for b in batches) == 4 * 6 == 4 * info.num_views
+  reads = {}
+  for b in batches:
+    for i, v, r in zip(b["index"].tolist(), b["view"].tolist(), _read_ids(b)):
+      reads.setdefault((i, v // 3), set()).add(r)
+  assert len(reads) == 4 * 2 and all(len(r) == 1 for r in reads.values())  # per clip
 
 
 def test_bad_files_are_replaced_counted_and_logged_once(caplog):

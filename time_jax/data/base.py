@@ -61,7 +61,13 @@ Chooser = Callable[[int], np.ndarray]
 
 
 class ClipReader(Protocol):
-  """Decodes chosen frames of a record."""
+  """Decodes chosen frames of a record.
+
+  A reader may set ``extra_frames_free = True`` when reading more frames of a clip
+  costs little beyond the chosen ones (video files decode runs of frames anyway; raw
+  depth files copy them); repeated training views then each draw their own frames
+  from one read. Readers that decode every frame separately leave it unset.
+  """
 
   def read(self, record: Record, choose: Chooser) -> np.ndarray:
     """Returns the frames ``choose(T)`` of the record, T its true frame count.

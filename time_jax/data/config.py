@@ -62,6 +62,11 @@ def input_defaults() -> ml_collections.ConfigDict:
       worker_buffer_size=2,  # batches each worker prepares ahead
       read_threads=4,       # threads per process reading batches (decode frees the GIL)
       shuffle_seed=0,
+      # Views per video read (VideoMAE's num_sample): each decode gives `repeats`
+      # training views with their own augmentation. batch_size counts views; an epoch
+      # visits every video once (repeats views each); the learning rate scales with
+      # batch_size / repeats videos (time_jax/data/pipeline.py, train/optimizer.py).
+      repeats=1,
       # Training augmentation, one draw per clip on the original frames.
       temporal_jitter=True,  # random frame inside each segment (frame_indices rng)
       crop_scale=(0.25, 1.0),  # random resized crop: area fraction range
@@ -160,6 +165,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if b < 1 or b % processes:
       fail(f"input.{field}", f"{b} must be a positive multiple of the process count "
            f"{processes} (it is the global batch).")
+  if i.repeats < 1:
+    fail("input.repeats", f"{i.repeats} must be >= 1.")
+  if i.batch_size % (i.repeats * processes):
+    fail("input.batch_size", f"{i.batch_size} must be a multiple of input.repeats="
+         f"{i.repeats} times the process count {processes} (each process's batch "
+         "holds whole videos of `repeats` views).")
   if i.num_workers < 0:
     fail("input.num_workers", f"{i.num_workers} must be >= 0.")
   lo, hi = i.crop_scale

@@ -1,10 +1,11 @@
 """The packed frame cache: every frame of a dataset, image-encoded, in ArrayRecord shards.
 
 Decoding compressed video (a GOP per seek) is the host's bottleneck at small TIME cells;
-frames stored one by one as JPEG cost one small, independent decode each, and a JPEG
-decodes at 1/2, 1/4 or 1/8 size for little more than the cost of reading it
-(`PIL.Image.draft`), so the decode cost follows the cell size rather than growing with
-N² cells of full frames. This module owns the format: `write_cache` writes a cache (the
+frames stored one by one as JPEG cost one small, independent decode each (libjpeg-turbo
+through ``simplejpeg``, which releases the GIL, straight into the clip's array), and a
+JPEG decodes at 1/2, 1/4 or 1/8 size (DCT scaling) for little more than the cost of
+reading it, so the decode cost follows the cell size rather than growing with N² cells
+of full frames. `short_side_for` is the stored size a config needs. This module owns the format: `write_cache` writes a cache (the
 CLI `time_jax.data.pack` calls it), `load_splits` lists its records and `PackedReader`
 reads their frames (``dataset.source='packed'``, ``dataset.packed_dir=DIR``).
 
@@ -63,8 +64,9 @@ import threading
 from typing import Iterable, Iterator, Sequence
 
 from array_record.python import array_record_module
+import cv2
 import numpy as np
-from PIL import Image
+import simplejpeg
 
 from time_jax.data.base import Chooser, ClipReader, DecodeError, ProtocolError, Record
 from time_jax.data.base import Splits
@@ -95,10 +97,9 @@ def _codec(frames: np.ndarray) -> str:
 def _resize(frame: np.ndarray, size: tuple[int, int], codec: str) -> np.ndarray:
   """``frame [h, w, c]`` resized to ``size = (w', h')``."""
   if codec == "jpeg":
-    img = Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame)
-    # PIL's bilinear widens its support when it downscales, i.e. it averages (area-like).
-    out = np.asarray(img.resize(size, Image.Resampling.BILINEAR))
-    return out[..., None] if frame.shape[-1] == 1 else out
+    # Area averaging: each stored pixel is the mean of the pixels it covers.
+    out = cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA)
+    return out.reshape(size[1], size[0], frame.shape[-1])
   # Depth: nearest keeps raw values (no blending across the 0 = invalid holes).
   h, w = frame.shape[:2]
   ys = ((np.arange(size[1]) + 0.5) * h / size[1]).astype(np.int64)
@@ -115,14 +116,18 @@ def _short_side_size(h: int, w: int, short_side: int | None) -> tuple[int, int] 
 
 
 def _encode_frame(frame: np.ndarray, codec: str) -> bytes:
-  buf = io.BytesIO()
   if codec == "jpeg":
-    img = Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame)
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
-  elif codec == "png16":
-    Image.fromarray(frame[..., 0].astype(np.uint16)).save(buf, format="PNG")
-  else:
-    np.save(buf, np.ascontiguousarray(frame), allow_pickle=False)
+    gray = frame.shape[-1] == 1
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=JPEG_QUALITY,
+                                  colorspace="GRAY" if gray else "RGB",
+                                  colorsubsampling="Gray" if gray else "420")
+  if codec == "png16":
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(frame[..., 0].astype(np.uint16)))
+    if not ok:
+      raise ValueError("could not encode a depth frame as 16-bit PNG")
+    return png.tobytes()
+  buf = io.BytesIO()
+  np.save(buf, np.ascontiguousarray(frame), allow_pickle=False)
   return buf.getvalue()
 
 
@@ -167,19 +172,41 @@ def _parse(data: bytes) -> tuple[dict, int]:
   return json.loads(data[8:8 + length].decode("utf-8")), 8 + length
 
 
-def _decode_frame(payload: bytes, header: dict, draft_size: int | None) -> np.ndarray:
-  codec, channels = header["codec"], header["shape"][2]
-  if codec == "npy":
+def _decode_frame(payload: bytes, header: dict) -> np.ndarray:
+  """A 'png16' or 'npy' frame: ``[h, w, c]`` in the stored dtype."""
+  if header["codec"] == "npy":
     return np.load(io.BytesIO(payload), allow_pickle=False)
-  img = Image.open(io.BytesIO(payload))
-  if codec == "jpeg" and draft_size:
-    # Decode at 1/2, 1/4 or 1/8 scale: PIL picks the largest scale whose result is at
-    # least (draft_size, draft_size), i.e. whose short side stays >= draft_size.
-    img.draft(img.mode, (draft_size, draft_size))
-  arr = np.asarray(img)
-  if codec == "png16":
-    arr = arr.astype(np.uint16)  # Pillow may open 16-bit PNG as mode 'I' (int32)
-  return arr[..., None] if arr.ndim == 2 and channels == 1 else arr
+  arr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+  if arr is None:
+    raise DecodeError(f"{header['video_id']}: a packed depth frame does not decode")
+  return arr.astype(np.uint16).reshape(*arr.shape[:2], header["shape"][2])
+
+
+def _decode_jpegs(payloads: list[bytes], header: dict,
+                  draft_size: int | None) -> np.ndarray:
+  """JPEG frames decoded into one uint8 ``[k, h, w, c]`` array, at the largest of the
+  DCT reductions 1/2, 1/4, 1/8 that keeps the short side ``>= draft_size``.
+
+  (libjpeg-turbo also scales by other multiples of 1/8, but those run slower than a
+  full-size decode; the powers of two have SIMD kernels.)
+  """
+  gray = header["shape"][2] == 1
+  colorspace = "GRAY" if gray else "RGB"
+  try:
+    h, w, _, _ = simplejpeg.decode_jpeg_header(payloads[0])
+    factor = 1
+    while draft_size and factor < 8 and min(-(-h // (2 * factor)),
+                                            -(-w // (2 * factor))) >= draft_size:
+      factor *= 2
+    h, w = -(-h // factor), -(-w // factor)
+    out = np.empty((len(payloads), h, w, header["shape"][2]), np.uint8)
+    for i, payload in enumerate(payloads):
+      simplejpeg.decode_jpeg(payload, colorspace=colorspace, min_height=h, min_width=w,
+                             buffer=out[i])
+  except ValueError as e:  # corrupt data, or a frame of another size
+    raise DecodeError(f"{header['video_id']}: a packed JPEG frame does not decode ({e})") \
+        from e
+  return out
 
 
 def decode_video(data: bytes, indices: np.ndarray | None = None, *,
@@ -189,7 +216,7 @@ def decode_video(data: bytes, indices: np.ndarray | None = None, *,
   Args:
     data: a record from `encode_video`.
     indices: int ``[k]`` frame indices in ``[0, num_frames)``; each distinct index is
-      decoded once.
+      decoded once (sorted distinct indices come back without a copy).
     draft_size: JPEG frames decode at reduced size with their short side still
       ``>= draft_size`` (never below it, and never above the stored size).
 
@@ -202,14 +229,19 @@ def decode_video(data: bytes, indices: np.ndarray | None = None, *,
   if indices.size and (indices.min() < 0 or indices.max() >= t):
     raise ValueError(f"{header['video_id']}: frame indices {indices.tolist()} outside "
                      f"[0, {t}).")
-  starts = np.concatenate([[0], np.cumsum(header["sizes"])]) + offset
-  unique, inverse = np.unique(indices, return_inverse=True)
-  decoded = [_decode_frame(data[starts[i]:starts[i + 1]], header, draft_size)
-             for i in unique.tolist()]
-  if not decoded:
+  if not indices.size:
     h, w, c = header["shape"]
     return np.zeros((0, h, w, c), np.dtype(header["dtype"]))
-  return np.stack(decoded)[inverse.reshape(-1)]
+  starts = np.concatenate([[0], np.cumsum(header["sizes"])]) + offset
+  unique, inverse = np.unique(indices, return_inverse=True)
+  payloads = [data[starts[i]:starts[i + 1]] for i in unique.tolist()]
+  if header["codec"] == "jpeg":
+    frames = _decode_jpegs(payloads, header, draft_size)
+  else:
+    frames = np.stack([_decode_frame(p, header) for p in payloads])
+  if len(unique) == len(indices) and np.array_equal(unique, indices):
+    return frames
+  return frames[inverse.reshape(-1)]
 
 
 # ----------------------------------------------------------------------------------
@@ -256,7 +288,8 @@ def write_packed(records: Sequence[Record], reader: ClipReader, out_dir: str, *,
     reader: the source's `ClipReader`; asked for all frames ``np.arange(T)``.
     out_dir: the split folder (created; a previous index is replaced).
     short_side: store frames downscaled to this short side (pixels); None keeps them.
-    num_threads: videos decoded and encoded at once (PyAV and PIL release the GIL);
+    num_threads: videos decoded and encoded at once (PyAV, simplejpeg and OpenCV
+      release the GIL);
       default ``min(16, cpu count)``.
     shard_bytes: start a new shard after this many bytes.
 
@@ -402,20 +435,44 @@ def load_splits(packed_dir: str) -> Splits:
   return Splits(train, evl, list(meta["class_names"]))
 
 
-def draft_size_for(config) -> int:
-  """The short side packed JPEGs may decode at for a pipeline config (pixels).
+def short_side_for(config) -> int:
+  """The short side (pixels) a config's views need from the frames: what `pack`
+  stores by default and what packed JPEGs may decode at (DCT scaling).
 
   The training crop covers at least ``min(crop_scale)`` of the frame's area, so its
   short side is at least ``sqrt(min(crop_scale))`` of the frame's short side (exactly
   for 4:3 frames at the extreme aspect ratios 3/4 and 4/3 of the default
-  ``crop_ratio``); decoding with the short side ``>= cell / sqrt(min(crop_scale))``
-  thus never makes the crop smaller than the cell it is resized to. Evaluation
+  ``crop_ratio``); frames with the short side ``>= cell / sqrt(min(crop_scale))``
+  thus never make the crop smaller than the cell it is resized to. Evaluation
   resizes the short side to ``cell / eval_crop_fraction``, which must also fit.
   """
   cell = config.image_size // config.time.n
   train = cell / math.sqrt(min(config.input.crop_scale))
   evaluation = cell / config.input.eval_crop_fraction
   return int(math.ceil(max(train, evaluation)))
+
+
+_warned_small: set[str] = set()  # caches this process has warned about
+
+
+def check_size(packed_dir: str, config) -> None:
+  """Warns once per cache when it stores frames smaller than ``config`` needs
+  (`short_side_for`): its views would be upsampled from fewer pixels."""
+  meta_path = os.path.join(packed_dir, SPLITS_FILE)
+  if packed_dir in _warned_small or not os.path.isfile(meta_path):
+    return
+  with open(meta_path, encoding="utf-8") as f:
+    stored = json.load(f).get("short_side")
+  need = short_side_for(config)
+  if stored is not None and stored < need:
+    _warned_small.add(packed_dir)
+    logging.warning(
+        "The packed cache %s stores frames with short side %d, but this config's "
+        "views need %d (cell %d, crop_scale from %g, eval_crop_fraction %g): crops are "
+        "upsampled. Pack it again for this config (python -m time_jax.data.pack "
+        "chooses the size from the config).", packed_dir, stored, need,
+        config.image_size // config.time.n, min(config.input.crop_scale),
+        config.input.eval_crop_fraction)
 
 
 class PackedReader:

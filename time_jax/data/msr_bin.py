@@ -111,6 +111,8 @@ class MsrBinReader:
   Stateless and picklable. Reads the header, then seeks to and reads only the chosen
   frames, each distinct index once.
   """
+  # Raw depth frames: reading one more is a copy, not a decode.
+  extra_frames_free = True
 
   def read(self, record: Record, choose: Chooser) -> np.ndarray:
     """The frames ``choose(T)`` of ``record.path``, T the header's frame count.

@@ -6,6 +6,12 @@ Decoding compressed video is the host's bottleneck; the packed cache stores deco
     python -m time_jax.data.pack --config configs/ucf101_videomae.py:finetune,2 \
         --out /data/ucf101_packed [--short-side 128] [--config.dataset.root=/data/UCF101]
 
+Frames are stored with the short side the config's views need
+(`frame_cache.short_side_for`: the cell size ``image_size / N`` over the smallest
+crop's share of the short side, and the evaluation resize), never upscaled, unless
+``--short-side`` says otherwise (0 keeps the original size); ``splits.json`` records
+it, and a config that needs more than a cache stores is warned once when it reads it.
+
 resolves the config's records and source reader (`time_jax.data.sources`) and writes
 them with `time_jax.data.frame_cache.write_cache` (whose module docstring describes the
 output folder). Then train from it with ``dataset.source='packed'`` and
@@ -54,7 +60,8 @@ def pack(config: ml_collections.ConfigDict, out: str, *,
   Args:
     config: a full config whose ``dataset`` names a protocol and a non-packed source.
     out: the output folder (created).
-    short_side: frames are stored with this short side (pixels); None keeps them.
+    short_side: frames longer than this on their short side are downscaled to it
+      (pixels); None: what the config needs (`frame_cache.short_side_for`); 0: keep.
 
   Returns:
     The ``splits.json`` contents (`frame_cache.write_cache`).
@@ -63,9 +70,14 @@ def pack(config: ml_collections.ConfigDict, out: str, *,
     raise ValueError("config.dataset.source is already 'packed'; give the config of "
                      "the original videos.")
   data_config.validate(config)
+  if short_side is None:
+    short_side = frame_cache.short_side_for(config)
+    logging.info("pack: storing frames with short side %d, what this config's views "
+                 "need (--short-side sets another; 0 keeps the original size).",
+                 short_side)
   return frame_cache.write_cache(
       sources.load_splits(config), sources.make_reader(config), out,
-      short_side=short_side, dataset=config.dataset.name,
+      short_side=short_side or None, dataset=config.dataset.name,
       split=str(config.dataset.split))
 
 
@@ -76,7 +88,8 @@ def main(argv=None) -> int:
                       "overrides a field as for time_jax.main")
   parser.add_argument("--out", required=True, help="the output folder")
   parser.add_argument("--short-side", type=int, default=None,
-                      help="store frames with this short side (pixels)")
+                      help="store frames with this short side (pixels); default: what "
+                      "the config's views need; 0: the original size")
   args, rest = parser.parse_known_args(argv)
   overrides = [a for a in rest if a.startswith("--config.")]
   if len(overrides) != len(rest):

@@ -11,9 +11,9 @@ Entry point::
 
 ``ds`` is a ``grain.IterDataset``; its iterators also work with
 ``grain.checkpoint.CheckpointHandler`` (Orbax). Batches hold this process's share
-``B = global_batch // jax.process_count()`` (``input.batch_size`` or
-``input.eval_batch_size``), each process reading its own shard ``[i::count]`` of the
-records:
+``B = global_batch // jax.process_count()`` clips (``input.batch_size`` or
+``input.eval_batch_size``), each process reading its own shard of the records
+(training: ``[i::count]``; evaluation: the i-th contiguous block of views):
 
 * ``frames``: uint8 ``[B, t_out·n·n, H*/N, W*/N, 3]``, the frames
   ``time_layer.frame_indices`` chose, in temporal order, each resized to the cell size
@@ -24,6 +24,14 @@ records:
 * eval only: ``view`` int32 ``[B]`` = ``clip · eval_crops + crop``, and ``valid``
   bool ``[B]``: False for padding that fills the last batch and for videos that failed
   to decode (reported by the monitor). Average logits over views with the same index.
+
+Repeated views (``input.repeats = k``, VideoMAE's ``num_sample``): each video is read
+and decoded ONCE per visit and gives k training views, each with its own crop, flip and
+rotation (and its own temporal jitter where the reader decodes runs of frames anyway,
+see `_ViewFrames`); the k views sit next to each other in the batch, so a batch of B
+clips holds B / k videos. An epoch is one visit of every video, i.e. k views of each:
+``steps_per_epoch = k · num_examples // batch_size``. (The learning rate scales with
+the videos per step, B / k: `time_jax.train.optimizer`.)
 
 Training repeats epochs forever (reshuffled each epoch, seeded shuffle and per-element
 random maps via ``ds.seed``), so ``info.steps_per_epoch`` only sets the schedule;
@@ -39,17 +47,20 @@ worker) and counted by ``info.monitor``; when more than ``dataset.max_bad_fracti
 the records have failed the iterator raises `TooManyBadFiles` naming the first ones.
 
 ``info`` (`PipelineInfo`): ``num_classes``, ``class_names``, ``num_examples`` (records
-of the split, all processes), ``num_views``, ``steps_per_epoch`` (train:
-``num_examples // batch_size``; eval: batches per process to see every view once),
+of the split, all processes), ``num_views`` (train: ``repeats``; eval: clips × crops),
+``steps_per_epoch`` (train: ``repeats · num_examples // batch_size``; eval: batches
+per process to see every view once),
 ``global_batch_size``, ``local_batch_size``, ``records``, ``monitor``.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
 import math
+import threading
 from typing import Any, Sequence
 
 from absl import flags
@@ -88,6 +99,7 @@ class _Spec:
   clips: int
   crops: int
   max_retries: int
+  repeats: int = 1
 
   @property
   def frames_shape(self) -> tuple[int, ...]:
@@ -102,16 +114,48 @@ def _spec(config) -> _Spec:
       depth_max=float(d.depth_max), jitter=bool(i.temporal_jitter),
       scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
       rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
-      clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries))
+      clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries),
+      repeats=int(i.repeats))
 
 
-def _read(reader: ClipReader, record: Record, choose, spec: _Spec) -> np.ndarray:
-  frames = np.asarray(reader.read(record, choose))
-  want = spec.t_out * spec.n * spec.n
+def _read_check(reader: ClipReader, record: Record, frames, want: int) -> np.ndarray:
+  """``frames`` as an array, checked to be the ``want`` chosen frames."""
+  frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[0] != want:
     raise ValueError(f"{type(reader).__name__}.read({record.name!r}) returned "
                      f"{frames.shape}; expected [{want}, h, w, c] (the chosen frames).")
   return frames
+
+
+class _ViewFrames:
+  """The chooser of a training element's ``repeats`` views, read in ONE reader call.
+
+  Each view draws its segment frames (`transforms.clip_indices`, with jitter); the
+  reader is asked for the sorted distinct union, and `positions` maps a view's frames
+  into what was read. Where extra frames cost a decode each (``own_frames=False``:
+  JPEG caches and frame folders) every view takes the first view's frames; where the
+  reader decodes runs of frames anyway (video files, MSR .bin) each view has its own.
+  The reader may call it more than once (a video recounted after a failed pass); the
+  last call counts.
+  """
+
+  def __init__(self, spec: _Spec, rng: np.random.Generator, own_frames: bool):
+    self.spec, self.rng, self.own_frames = spec, rng, own_frames
+    self.per_view: list[np.ndarray] = []
+    self.union = np.zeros(0, np.int64)
+
+  def __call__(self, num_frames: int) -> np.ndarray:
+    s = self.spec
+    draws = s.repeats if self.own_frames else 1
+    self.per_view = [
+        transforms.clip_indices(num_frames, s.t_out, s.n, rng=self.rng if s.jitter else None)
+        for _ in range(draws)]
+    self.union = np.unique(np.concatenate(self.per_view))
+    return self.union
+
+  def positions(self, view: int) -> np.ndarray:
+    """``[t_out·n·n]`` positions of view ``view``'s frames in the frames read."""
+    return np.searchsorted(self.union, self.per_view[view % len(self.per_view)])
 
 
 def _log_once(record: Record, err: Exception) -> None:
@@ -121,21 +165,27 @@ def _log_once(record: Record, err: Exception) -> None:
 
 
 class TrainElement:
-  """``(record index, rng) -> element``: read, replace if bad, augment."""
+  """``(record index, rng) -> element``: read once, replace if bad, augment each view.
+
+  The element holds ``input.repeats`` views of one video (``frames [repeats, ...]``,
+  ``label`` and ``index`` per view), each with its own crop, flip and rotation.
+  """
 
   def __init__(self, records: Sequence[Record], reader: ClipReader, spec: _Spec):
     self.records, self.reader, self.spec = list(records), reader, spec
+    # Readers that decode runs of frames anyway let each view draw its own frames.
+    self.own_frames = bool(getattr(reader, "extra_frames_free", False))
 
   def __call__(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
     s = self.spec
     failed = np.full((s.max_retries,), -1, np.int32)
     idx = int(index)
-    choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
-                               rng=rng if s.jitter else None)
+    choose = _ViewFrames(s, rng, self.own_frames)
     for attempt in range(s.max_retries + 1):
       record = self.records[idx]
       try:
-        frames = _read(self.reader, record, choose, s)
+        frames = self.reader.read(record, choose)
+        frames = _read_check(self.reader, record, frames, len(choose.union))
         break
       except DecodeError as e:
         _log_once(record, e)
@@ -145,18 +195,70 @@ class TrainElement:
               f"{record.path!r}: {e}. Check the data (dataset.root / source).") from e
         failed[attempt] = idx
         idx = int(rng.integers(len(self.records)))
-    view = transforms.train_view(rng, frames.shape[1], frames.shape[2], scale=s.scale,
-                                 ratio=s.ratio, flip=s.flip, rotation=s.rotation)
-    out = transforms.prepare(frames, view, s.cell, depth=s.depth, depth_max=s.depth_max)
-    return {"frames": out, "label": np.int32(record.label), "index": np.int32(idx),
-            _FAILED_KEY: failed}
+    frames = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
+    out = np.empty((s.repeats, *s.frames_shape), np.uint8)
+    for v in range(s.repeats):
+      view = transforms.train_view(rng, frames.shape[1], frames.shape[2], scale=s.scale,
+                                   ratio=s.ratio, flip=s.flip, rotation=s.rotation)
+      transforms.prepare(frames, view, s.cell, indices=choose.positions(v), out=out[v])
+    return {"frames": out, "label": np.full((s.repeats,), record.label, np.int32),
+            "index": np.full((s.repeats,), idx, np.int32), _FAILED_KEY: failed}
+
+
+def _views_to_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """``[elements, repeats, ...]`` -> ``[elements·repeats, ...]`` (views of one video
+  adjacent); the failure record stays per element."""
+  return {k: v if k == _FAILED_KEY else v.reshape(-1, *v.shape[2:])
+          for k, v in batch.items()}
 
 
 class EvalElement:
-  """``(record index, view) -> element``; ``record index = -1`` is padding."""
+  """``(record index, view) -> element``; ``record index = -1`` is padding.
+
+  The ``eval_crops`` views of one temporal clip share one decode: the last few clips
+  read are kept (the crops of a clip are adjacent entries, so they meet in one batch
+  or in neighbouring ones).
+  """
+  _CACHED_CLIPS = 2
 
   def __init__(self, records: Sequence[Record], reader: ClipReader, spec: _Spec):
     self.records, self.reader, self.spec = list(records), reader, spec
+    self._reset()
+
+  def _reset(self):
+    self._lock = threading.Lock()
+    self._clips: collections.OrderedDict = collections.OrderedDict()
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_clips")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._reset()
+
+  def _clip(self, idx: int, clip: int) -> np.ndarray:
+    """uint8 frames of temporal clip ``clip`` of record ``idx`` (or DecodeError)."""
+    key = (idx, clip)
+    with self._lock:
+      hit = self._clips.get(key)
+    if hit is None:
+      s = self.spec
+      choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
+                                 clip=clip, num_clips=s.clips)
+      try:
+        frames = _read_check(self.reader, self.records[idx],
+                             self.reader.read(self.records[idx], choose),
+                             s.t_out * s.n * s.n)
+        hit = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
+      except DecodeError as e:
+        hit = e
+      with self._lock:
+        self._clips[key] = hit
+        while len(self._clips) > self._CACHED_CLIPS:
+          self._clips.popitem(last=False)
+    if isinstance(hit, DecodeError):
+      raise hit
+    return hit
 
   def __call__(self, entry) -> dict[str, np.ndarray]:
     s = self.spec
@@ -167,16 +269,13 @@ class EvalElement:
     if idx >= 0:
       record = self.records[idx]
       clip, crop = divmod(view_id, s.crops)
-      choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
-                                 clip=clip, num_clips=s.clips)
       label = record.label
       try:
-        frames = _read(self.reader, record, choose, s)
+        frames = self._clip(idx, clip)
         view = transforms.eval_view(frames.shape[1], frames.shape[2], s.cell,
                                     crop_fraction=s.crop_fraction, crop=crop,
                                     num_crops=s.crops)
-        out = transforms.prepare(frames, view, s.cell, depth=s.depth,
-                                 depth_max=s.depth_max)
+        transforms.prepare(frames, view, s.cell, out=out)
         valid = True
       except DecodeError as e:
         _log_once(record, e)
@@ -295,18 +394,28 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
   if split == "train":
     # Fold the process index into the seed so hosts draw independent augmentations.
     host_seed = int(np.random.SeedSequence([seed, pi]).generate_state(1)[0])
+    k = spec.repeats
+    if local_b % k:
+      raise ValueError(f"config.input.batch_size={global_b}: the batch of a process "
+                       f"({local_b} clips) is not a multiple of input.repeats={k}.")
     ds = grain.MapDataset.range(len(records))[pi::pc]
-    if len(ds) < local_b:
+    if len(ds) < local_b // k:
       raise ValueError(f"config.input.batch_size={global_b}: a process's shard has "
-                       f"{len(ds)} train records, fewer than its batch {local_b}.")
+                       f"{len(ds)} train records, fewer than the {local_b // k} videos "
+                       "of its batch.")
     ds = ds.seed(host_seed).shuffle().repeat(None)
     ds = ds.random_map(TrainElement(records, reader, spec))
-    ds = ds.batch(local_b, drop_remainder=True)
-    num_views, steps = 1, len(records) // global_b
+    # Elements hold k views of one video: batch local_b / k of them, then flatten.
+    ds = ds.batch(local_b // k, drop_remainder=True).map(_views_to_batch)
+    # An epoch passes over every video once, as k views each.
+    num_views, steps = k, len(records) * k // global_b
   else:
     num_views = spec.clips * spec.crops
-    entries = [(r, v) for r in range(len(records)) for v in range(num_views)][pi::pc]
     per_process = math.ceil(len(records) * num_views / pc)
+    # Contiguous blocks per process, so that the crops of a clip (adjacent entries)
+    # are read by one process and share a decode.
+    entries = [(r, v) for r in range(len(records))
+               for v in range(num_views)][pi * per_process:(pi + 1) * per_process]
     steps = math.ceil(per_process / local_b)
     # Every process runs the same number of full batches; padding is valid=False.
     entries += [(-1, 0)] * (steps * local_b - len(entries))

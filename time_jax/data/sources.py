@@ -38,9 +38,10 @@ def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
   """The `ClipReader` of ``config.dataset.source``."""
   d = config.dataset
   if d.source == "packed":
-    # Packed JPEGs decode at reduced size; frame_cache.draft_size_for says why it is safe.
+    frame_cache.check_size(d.packed_dir, config)
+    # Packed JPEGs decode at reduced size; frame_cache.short_side_for says why it is safe.
     return frame_cache.PackedReader(d.packed_dir,
-                                    draft_size=frame_cache.draft_size_for(config))
+                                    draft_size=frame_cache.short_side_for(config))
   if d.source == "tfds":
     return tfds_source.reader(config)
   if d.source not in _READERS:

@@ -2,8 +2,10 @@
 
 The VideoMAE recipe (``optim_factory.py`` of MCG-NJU/VideoMAE), expressed in optax:
 
-* ``lr = base_lr · batch_size / lr_batch_divisor`` (``base_lr × batch / 256``), linear
-  warmup from 0 for ``warmup_epochs`` then cosine to ``min_lr``, per step.
+* ``lr = base_lr · videos / lr_batch_divisor`` (``base_lr × batch / 256``) where
+  ``videos = batch_size / input.repeats`` (VideoMAE scales by the samples of a step,
+  not by their ``num_sample`` repeated views), linear warmup from 0 for
+  ``warmup_epochs`` then cosine to ``min_lr``, per step.
 * weight decay ``wd`` on every parameter except 1-D ones (biases, norm scales) and
   position embeddings / tokens (``pos_embed``, ``cls_token``, ``mask_token``).
 * layer-wise lr decay: parameter group ``i`` (0 = ``patch_embed`` and tokens,
@@ -27,10 +29,12 @@ _BLOCK = re.compile(r"^blocks_(\d+)$")
 
 
 def peak_lr(config: ml_collections.ConfigDict) -> float:
-  """``base_lr · batch_size / lr_batch_divisor`` (or ``base_lr`` when the divisor is 0)."""
+  """``base_lr · (batch_size / repeats) / lr_batch_divisor`` (``base_lr`` when the
+  divisor is 0): the rate scales with the videos of a step, not their repeated views."""
   o = config.optimizer
   if o.lr_batch_divisor:
-    return o.base_lr * config.input.batch_size / o.lr_batch_divisor
+    videos = config.input.batch_size / config.input.get("repeats", 1)
+    return o.base_lr * videos / o.lr_batch_divisor
   return o.base_lr
 
 
