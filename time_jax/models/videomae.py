@@ -1,9 +1,9 @@
 """VideoMAE (Tong et al., 2022) in Flax linen: the classifier and the masked autoencoder.
 
 A faithful port of the official code (``modeling_finetune.py`` / ``modeling_pretrain.py``
-of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table,
-pre-norm blocks whose attention has no key bias (``q_bias``/``v_bias`` only), optional
-layer scale, LayerNorm eps 1e-6 and exact (erf) GELU.
+of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table and
+`time_jax.models.transformer`'s pre-norm blocks, whose attention has no key bias
+(``q_bias``/``v_bias`` only); tube masking and the pretraining targets and loss.
 
 Inputs are float clips ``x: [batch, time, H, W, c]`` normalised with the ImageNet mean/std
 (`time_jax.time_layer.preprocess`). Tokens are ordered ``(time/tubelet, H/patch, W/patch)``
@@ -35,8 +35,8 @@ Both models ``sow`` into the ``'intermediates'`` collection when it is mutable
 (``.../attn/attention_weights``, ``[batch, heads, tokens, tokens]``) and output features
 (``.../features``), and the pooled features of the classifier (``pre_logits``).
 Parameters are float32 and carry logical axis names (``embed``, ``mlp``, ``heads``,
-``kv``, ``classes``, ``patch``, ``decoder_embed``); ``dtype`` sets the compute dtype.
-Losses and targets are computed in float32.
+``kv``, ``classes``, ``patch``, ``decoder_embed``); ``dtype`` sets the compute dtype and
+``impl`` the kernels (`time_jax.models.ops`). Losses and targets are computed in float32.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from time_jax.models.matmul import dense_dot_general, product
+from time_jax.models import ops
+from time_jax.models import transformer
 from time_jax.time_layer import IMAGENET_MEAN, IMAGENET_STD
 
 Dtype = Any
@@ -61,7 +62,6 @@ SIZES = {
     "l": (1024, 24, 16, 512, 8),
 }
 DECODER_DEPTH = 4
-LN_EPS = 1e-6  # official: partial(nn.LayerNorm, eps=1e-6) everywhere
 
 
 def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
@@ -253,6 +253,7 @@ class TubeletEmbed(nn.Module):
   Attributes:
     embed_dim, patch_size, tubelet_size: the projection.
     kernel_init: initialiser of the ``[tubelet, patch, patch, c, embed]`` kernel.
+    impl: the kernel set of the product (`ops.resolve`).
   """
   embed_dim: int
   patch_size: int = 16
@@ -260,6 +261,7 @@ class TubeletEmbed(nn.Module):
   dtype: Dtype = jnp.float32
   # PyTorch's Conv3d default, kaiming_uniform(a=sqrt(5)): U(±1/sqrt(fan_in)).
   kernel_init: Any = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -277,225 +279,16 @@ class TubeletEmbed(nn.Module):
         (self.embed_dim,), jnp.float32)
     # A stride-equal-to-kernel convolution is a matmul over non-overlapping tubelets.
     patches = patchify(x.astype(self.dtype), self.patch_size, self.tubelet_size)
-    y = product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype))
+    y = ops.product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype),
+                    self.impl)
     return y + bias.astype(self.dtype)
 
 
-
-_trunc02 = nn.initializers.truncated_normal(0.02)
 _xavier = nn.initializers.xavier_uniform()
-
-
-def _layer_norm(dtype: Dtype, name: str, axis_name: str = "embed") -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)))
 
 
 def _sincos(tokens: int, dim: int, dtype: Dtype) -> jax.Array:
   return jnp.asarray(sinusoid_table(tokens, dim), dtype)[None]
-
-
-def _dense(features, dtype, kernel_init, axes, use_bias=True, name=None):
-  return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
-      dot_general=dense_dot_general(),
-      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
-
-
-def _fused_attention(dtype: Dtype, head_dim: int) -> str | None:
-  """The `jax.nn.dot_product_attention` implementation for this layer, or None.
-
-  cuDNN's fused (flash) attention needs a GPU, a 16-bit compute dtype and a head size that
-  is a multiple of 8 up to 128; elsewhere the softmax is computed explicitly (None).
-  """
-  if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-      and head_dim % 8 == 0 and head_dim <= 128):
-    return "cudnn"
-  return None
-
-
-@jax.custom_jvp
-def _softmax(logits: jax.Array) -> jax.Array:
-  """Softmax over the last axis, differentiated as ``y * (dx - sum(y * dx))``.
-
-  `jax.nn.softmax` differentiates through its exp and division unless the global
-  ``jax_softmax_custom_jvp`` flag is set; the backward pass of that is several more passes
-  over ``[batch, heads, q, k]`` (about 1.6x slower attention fwd+bwd on a CPU).
-  """
-  unnormalized = jnp.exp(logits - logits.max(-1, keepdims=True))  # never differentiated
-  return unnormalized / unnormalized.sum(-1, keepdims=True)
-
-
-@_softmax.defjvp
-def _softmax_jvp(primals, tangents):
-  (logits,), (logits_dot,) = primals, tangents
-  y = _softmax(logits)
-  return y, y * (logits_dot - jnp.sum(y * logits_dot, -1, keepdims=True))
-
-
-def _explicit_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                        scale: float) -> tuple[jax.Array, jax.Array]:
-  """``q, k, v: [batch, tokens, heads, head_dim]`` -> (out like ``q``, weights).
-
-  ``weights: [batch, heads, q, k]``, the softmax in float32 cast back to ``q``'s dtype.
-  Heads are moved before tokens first: XLA:CPU's batched products run faster over a
-  leading batch of ``batch x heads`` than with heads between the token axes.
-  """
-  q, k, v = (jnp.swapaxes(a, -3, -2) for a in (q, k, v))  # [batch, heads, tokens, d]
-  logits = jnp.einsum("...qd,...kd->...qk", q * jnp.asarray(scale, q.dtype), k)
-  weights = _softmax(logits.astype(jnp.float32)).astype(q.dtype)
-  out = jnp.einsum("...qk,...kd->...qd", weights, v)
-  return jnp.swapaxes(out, -3, -2), weights
-
-
-def _fused_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
-                                 implementation: str) -> jax.Array:
-  """``q, k, v: [batch, tokens, heads, head_dim]`` -> ``[batch, tokens, heads, head_dim]``.
-
-  cuDNN trains only on even token counts: an odd count (a class token plus an even number
-  of patches) gets one zero token appended that the sequence lengths mask out of every key,
-  and its output row is dropped.
-  """
-  tokens = q.shape[1]
-  if tokens % 2 == 0:
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
-  q, k, v = (jnp.pad(a, ((0, 0), (0, 1), (0, 0), (0, 0))) for a in (q, k, v))
-  lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
-  out = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
-                                     key_value_seq_lengths=lengths,
-                                     implementation=implementation)
-  return out[:, :tokens]
-
-
-class Attention(nn.Module):
-  """Official VideoMAE attention: ``qkv`` without bias plus ``q_bias`` and ``v_bias``.
-
-  Sows the softmax weights ``attention_weights: [batch, heads, q, k]`` into
-  ``'intermediates'`` when that collection is mutable; the softmax is then computed
-  explicitly. Otherwise, on a GPU in bfloat16/float16, the attention is cuDNN's fused
-  kernel (`jax.nn.dot_product_attention`, never materialising ``[q, k]``): same function,
-  float32 softmax accumulation, 16-bit rounding in other places.
-  """
-  num_heads: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-  qkv_bias: bool = False  # True: one ``qkv`` bias (timm's ViT) instead of q/v biases
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``x: [batch, tokens, embed]`` -> ``[batch, tokens, embed]``."""
-    dim = x.shape[-1]
-    if dim % self.num_heads:
-      raise ValueError(f"embed_dim={dim} is not a multiple of num_heads={self.num_heads}.")
-    head_dim = dim // self.num_heads
-    qkv = _dense(3 * dim, self.dtype, self.kernel_init, ("embed", "heads"),
-                 use_bias=self.qkv_bias, name="qkv")(x)
-    if not self.qkv_bias:
-      zeros = nn.initializers.zeros
-      q_bias = self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                          (dim,), jnp.float32)
-      v_bias = self.param("v_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                          (dim,), jnp.float32)
-      qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
-    qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-    scale = head_dim ** -0.5
-    fused = _fused_attention(self.dtype, head_dim)
-    if fused and not self.is_mutable_collection("intermediates"):
-      out = _fused_dot_product_attention(q, k, v, scale, fused)
-    else:
-      out, weights = _explicit_attention(q, k, v, scale)
-      self.sow("intermediates", "attention_weights", weights)
-    return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"),
-                  name="proj")(out.reshape(x.shape))
-
-
-class Mlp(nn.Module):
-  """``fc1`` -> exact (erf) GELU, as torch ``nn.GELU`` -> ``fc2``."""
-  hidden: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``x: [..., embed]`` -> ``[..., embed]``."""
-    y = _dense(self.hidden, self.dtype, self.kernel_init, ("embed", "mlp"), name="fc1")(x)
-    y = nn.gelu(y, approximate=False)
-    return _dense(x.shape[-1], self.dtype, self.kernel_init, ("mlp", "embed"),
-                  name="fc2")(y)
-
-
-class Block(nn.Module):
-  """Official pre-norm block: ``x + γ1·attn(norm1(x))``, then ``+ γ2·mlp(norm2(x))``.
-
-  ``gamma_1``/``gamma_2`` (layer scale) exist only when ``init_values > 0``. Drop path
-  (stochastic depth per sample) uses the rng ``'drop_path'`` when training. Sows the
-  block output as ``features``.
-  """
-  num_heads: int
-  mlp_dim: int
-  drop_path: float = 0.0
-  init_values: float = 0.0
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-  qkv_bias: bool = False
-
-  def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
-    if not train or self.drop_path == 0.0:
-      return y
-    keep = 1.0 - self.drop_path
-    mask = jax.random.bernoulli(self.make_rng("drop_path"), keep,
-                                (y.shape[0],) + (1,) * (y.ndim - 1))
-    return jnp.where(mask, y / keep, 0).astype(y.dtype)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """``x: [batch, tokens, embed]`` -> same shape."""
-    dim = x.shape[-1]
-    y = Attention(self.num_heads, self.dtype, self.kernel_init, self.qkv_bias, name="attn")(
-        _layer_norm(self.dtype, "norm1")(x))
-    if self.init_values:
-      y = y * self.param("gamma_1", nn.with_logical_partitioning(
-          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
-    x = x + self._drop_path(y.astype(x.dtype), train)
-    y = Mlp(self.mlp_dim, self.dtype, self.kernel_init, name="mlp")(
-        _layer_norm(self.dtype, "norm2")(x))
-    if self.init_values:
-      y = y * self.param("gamma_2", nn.with_logical_partitioning(
-          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
-    x = x + self._drop_path(y.astype(x.dtype), train)
-    self.sow("intermediates", "features", x)
-    return x
-
-
-def _blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
-            drop_path_rate: float, init_values: float, dtype: Dtype, kernel_init,
-            train: bool, qkv_bias: bool = False) -> jax.Array:
-  """``depth`` blocks ``blocks_{i}`` in the calling module; drop path rises linearly.
-
-  Must be called inside a compact method. ``x: [batch, tokens, embed]``.
-  """
-  rates = np.linspace(0, drop_path_rate, depth)
-  for i in range(depth):
-    x = Block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
-              drop_path=float(rates[i]), init_values=init_values, dtype=dtype,
-              kernel_init=kernel_init, qkv_bias=qkv_bias, name=f"blocks_{i}")(x, train=train)
-  return x
-
-
-def _head(num_classes: int, dtype: Dtype, init_scale: float, out_axis: str,
-          kernel_init, name: str) -> nn.Dense:
-  def init(key, shape, dtype=jnp.float32):
-    return kernel_init(key, shape, dtype) * init_scale
-  return nn.Dense(
-      num_classes, dtype=dtype, param_dtype=jnp.float32, dot_general=dense_dot_general(),
-      kernel_init=nn.with_logical_partitioning(init, ("embed", out_axis)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
-      name=name)
-
 
 
 class VideoMAE(nn.Module):
@@ -512,6 +305,7 @@ class VideoMAE(nn.Module):
     init_scale: the head's initial weights are multiplied by it (official
       ``init_scale``, 0.001 in the fine-tuning scripts; its bias starts at 0).
     dtype: compute dtype; parameters are float32.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
   """
   num_classes: int = 400
   patch_size: int = 16
@@ -526,26 +320,28 @@ class VideoMAE(nn.Module):
   use_mean_pooling: bool = True
   init_scale: float = 0.001
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x: [batch, time, H, W, c]`` normalised -> logits ``[batch, num_classes]``."""
     x = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
-                     dtype=self.dtype, name="patch_embed")(x)
+                     dtype=self.dtype, impl=self.impl, name="patch_embed")(x)
     x = x + _sincos(x.shape[1], self.embed_dim, self.dtype)
-    x = _blocks(x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_trunc02, train=train)
+    x = transformer.blocks(
+        x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=transformer.trunc_normal, train=train, impl=self.impl)
     if self.use_mean_pooling:
-      x = _layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
+      x = transformer.layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
     else:
-      x = _layer_norm(self.dtype, "norm")(x)[:, 0]
+      x = transformer.layer_norm(self.dtype, "norm")(x)[:, 0]
     self.sow("intermediates", "pre_logits", x)
     if not self.num_classes:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return _head(self.num_classes, self.dtype, self.init_scale, "classes", _trunc02,
-                 "head")(x)
+    return transformer.head(self.num_classes, self.dtype, self.init_scale, "classes",
+                            transformer.trunc_normal, "head", impl=self.impl)(x)
 
 
 class PretrainDecoder(nn.Module):
@@ -557,15 +353,18 @@ class PretrainDecoder(nn.Module):
   drop_path_rate: float
   init_values: float
   dtype: Dtype
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, h: jax.Array, k: int, *, train: bool) -> jax.Array:
     """``h: [batch, tokens, decoder_embed]`` -> ``[batch, k, out_dim]``."""
-    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_xavier, train=train)
-    h = _layer_norm(self.dtype, "norm")(h[:, -k:])
-    return _head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head")(h)
+    h = transformer.blocks(
+        h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=_xavier, train=train, impl=self.impl)
+    h = transformer.layer_norm(self.dtype, "norm")(h[:, -k:])
+    return transformer.head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head",
+                            impl=self.impl)(h)
 
 
 class VideoMAEPretrain(nn.Module):
@@ -585,6 +384,7 @@ class VideoMAEPretrain(nn.Module):
     drop_path_rate: stochastic depth of the last block of the encoder and of the decoder.
     init_values: layer scale (0 = none).
     dtype: compute dtype; parameters are float32.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
   """
   mask_ratio: float = 0.9
   patch_size: int = 16
@@ -599,6 +399,7 @@ class VideoMAEPretrain(nn.Module):
   drop_path_rate: float = 0.0
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   def num_masked(self, num_frames: int, image_size: int) -> int:
     """Masked tokens per clip of ``num_frames`` frames of ``image_size``²."""
@@ -632,23 +433,23 @@ class VideoMAEPretrain(nn.Module):
     # Encoder parameters sit at the top level (official: under ``encoder.``), named as
     # the classifier's, so a pretrained tree initialises a classifier by name.
     h = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
-                     dtype=self.dtype, name="patch_embed")(x)
+                     dtype=self.dtype, impl=self.impl, name="patch_embed")(x)
     h = h + _sincos(t * p, self.embed_dim, self.dtype)
     h = _gather(h, visible)
-    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_xavier, train=train)
-    h = _layer_norm(self.dtype, "norm")(h)
-    h = nn.Dense(
-        self.decoder_embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-        dot_general=dense_dot_general(),
+    h = transformer.blocks(
+        h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=_xavier, train=train, impl=self.impl)
+    h = transformer.layer_norm(self.dtype, "norm")(h)
+    h = transformer.dense(
+        self.decoder_embed_dim, self.dtype,
         # official: not re-initialised, PyTorch's Linear default U(±1/sqrt(fan_in))
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-            ("embed", "decoder_embed")),
+        nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        ("embed", "decoder_embed"), impl=self.impl, use_bias=False,
         name="encoder_to_decoder")(h)
     mask_token = self.param(
-        "mask_token", nn.with_logical_partitioning(_trunc02, (None, None, "embed")),
+        "mask_token", nn.with_logical_partitioning(
+            transformer.trunc_normal, (None, None, "embed")),
         (1, 1, self.decoder_embed_dim), jnp.float32)
     pos = jnp.broadcast_to(_sincos(t * p, self.decoder_embed_dim, self.dtype),
                            (batch, t * p, self.decoder_embed_dim))
@@ -658,7 +459,7 @@ class VideoMAEPretrain(nn.Module):
     out_dim = self.tubelet_size * self.patch_size ** 2 * x.shape[-1]
     return PretrainDecoder(self.decoder_depth, self.decoder_num_heads, self.mlp_ratio,
                            out_dim, self.drop_path_rate, self.init_values, self.dtype,
-                           name="decoder")(h, k, train=train)
+                           self.impl, name="decoder")(h, k, train=train)
 
 
 def _classifier(size: str, num_classes: int = 400, image_size: int = 224,
