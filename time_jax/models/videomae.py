@@ -3,7 +3,8 @@
 A faithful port of the official code (``modeling_finetune.py`` / ``modeling_pretrain.py``
 of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table and
 `time_jax.models.transformer`'s pre-norm blocks, whose attention has no key bias
-(``q_bias``/``v_bias`` only); tube masking and the pretraining targets and loss.
+(``q_bias``/``v_bias`` only); tube masking, the pretraining targets and loss, and the
+images of a reconstruction (`reconstruct`).
 
 Inputs are float clips ``x: [batch, time, H, W, c]`` normalised with the ImageNet mean/std
 (`time_jax.time_layer.preprocess`). Tokens are ordered ``(time/tubelet, H/patch, W/patch)``
@@ -22,13 +23,15 @@ Masked autoencoder (``videomae_s|b|l_pretrain``)::
     mask = tube_mask(key, batch, 16, 224, 16, 2, 0.9)                 # bool [batch, tokens]
     pred = model.apply(variables, x, mask, train=True, rngs={"drop_path": k})
     loss = pretrain_loss(pred, x, mask)                                # scalar, float32
+    loss, original, masked, recon = reconstruct(pred, x, mask)        # [batch], images
 
 ``pred`` is ``[batch, num_masked, tubelet·patch²·c]``: the reconstruction of the masked
 tokens in increasing token order. The number masked is static: ``model.num_masked`` (from
 ``mask_ratio``, exactly ``round(ratio · patches)`` per frame-slice); a mask with another
 count is an error when it is concrete and silently wrong under ``jit``, so draw masks with
-`tube_mask` at the model's ratio. `pretrain_targets` gives the targets alone; its options
-(``patch_size``, ``tubelet_size``, ``norm_pix_loss``, ``mean``, ``std``) must match the model.
+`tube_mask` at the model's ratio. `pretrain_targets` gives the targets alone; its options,
+`pretrain_loss`'s and `reconstruct`'s (``patch_size``, ``tubelet_size``, ``norm_pix_loss``,
+``mean``, ``std``) must match the model's and the input's.
 
 Both models ``sow`` into the ``'intermediates'`` collection when it is mutable
 (``mutable=['intermediates']``): every block's attention weights
@@ -170,8 +173,8 @@ def _split_indices(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Arr
 
 
 def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
-  """``x[b, idx[b]]``: ``[batch, tokens, d]``, ``[batch, k]`` -> ``[batch, k, d]``."""
-  return jnp.take_along_axis(x, idx[..., None], axis=1)
+  """``x[b, idx[b]]``: ``[batch, tokens, ...]``, ``[batch, k]`` -> ``[batch, k, ...]``."""
+  return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 def patchify(frames: jax.Array, patch_size: int, tubelet_size: int) -> jax.Array:
@@ -183,6 +186,42 @@ def patchify(frames: jax.Array, patch_size: int, tubelet_size: int) -> jax.Array
   return einops.rearrange(
       frames, "b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2 c)",
       p0=tubelet_size, p1=patch_size, p2=patch_size)
+
+
+def unpatchify(patches: jax.Array, clip_shape: Sequence[int], patch_size: int,
+               tubelet_size: int) -> jax.Array:
+  """The inverse of `patchify`: ``[batch, tokens, tubelet·patch²·c]`` ->
+  ``[batch, time, H, W, c]`` for ``clip_shape = (time, H, W)``."""
+  t, h, w = clip_shape
+  return einops.rearrange(
+      patches, "b (t h w) (p0 p1 p2 c) -> b (t p0) (h p1) (w p2) c",
+      t=t // tubelet_size, h=h // patch_size, w=w // patch_size,
+      p0=tubelet_size, p1=patch_size, p2=patch_size)
+
+
+def _unnormalize(x: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+  """Normalised clips ``[..., c]`` -> float32 ``x · std + mean`` (the [0, 1] scale)."""
+  c = x.shape[-1]
+  mean = jnp.asarray(np.broadcast_to(np.asarray(mean, np.float32), (c,)))
+  std = jnp.asarray(np.broadcast_to(np.asarray(std, np.float32), (c,)))
+  return x.astype(jnp.float32) * std + mean
+
+
+def _patch_stats(patches: jax.Array, channels: int) -> tuple[jax.Array, jax.Array]:
+  """The ``norm_pix_loss`` statistics of each patch, per channel.
+
+  Args:
+    patches: ``[batch, tokens, tubelet·patch²·c]`` from `patchify`.
+    channels: ``c``.
+
+  Returns:
+    ``(mean, scale)``, each ``[batch, tokens, 1, c]``: the mean over the patch's
+    ``tubelet·patch²`` pixels and ``sqrt(var_unbiased) + 1e-6``; a target is
+    ``(v - mean) / scale`` with ``v = patches.reshape(batch, tokens, -1, c)``.
+  """
+  v = patches.reshape(*patches.shape[:2], -1, channels)
+  return (v.mean(axis=-2, keepdims=True),
+          jnp.sqrt(v.var(axis=-2, keepdims=True, ddof=1)) + 1e-6)
 
 
 def pretrain_targets(
@@ -213,16 +252,11 @@ def pretrain_targets(
       raise ValueError("pretrain_targets under jit needs num_masked= (static).")
     num_masked = int(np.asarray(mask).sum(-1).max())
   c = x.shape[-1]
-  mean = jnp.asarray(np.broadcast_to(np.asarray(mean, np.float32), (c,)))
-  std = jnp.asarray(np.broadcast_to(np.asarray(std, np.float32), (c,)))
-  frames = x.astype(jnp.float32) * std + mean
-  patches = patchify(frames, patch_size, tubelet_size)  # [b, n, (p0 p1 p2 c)]
+  patches = patchify(_unnormalize(x, mean, std), patch_size, tubelet_size)
   if norm_pix_loss:
-    b, n, _ = patches.shape
-    v = patches.reshape(b, n, -1, c)
-    mu = v.mean(axis=-2, keepdims=True)
-    var = v.var(axis=-2, keepdims=True, ddof=1)
-    patches = ((v - mu) / (jnp.sqrt(var) + 1e-6)).reshape(b, n, -1)
+    mu, scale = _patch_stats(patches, c)
+    v = patches.reshape(*patches.shape[:2], -1, c)
+    patches = ((v - mu) / scale).reshape(patches.shape)
   _, masked = _split_indices(mask, num_masked)
   return _gather(patches, masked)
 
@@ -245,6 +279,46 @@ def pretrain_loss(
       x, mask, num_masked=pred.shape[1], patch_size=patch_size,
       tubelet_size=tubelet_size, norm_pix_loss=norm_pix_loss, mean=mean, std=std)
   return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+
+
+def reconstruct(
+    pred: jax.Array, x: jax.Array, mask: jax.Array, *, patch_size: int = 16,
+    tubelet_size: int = 2, norm_pix_loss: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The per-clip loss and the images of a reconstruction, as the official visualisation.
+
+  Args:
+    pred: the pretrainer's output ``[batch, num_masked, tubelet·patch²·c]``.
+    x, mask, patch_size, tubelet_size, norm_pix_loss, mean, std: as `pretrain_targets`.
+
+  Returns:
+    ``(loss, original, masked, reconstruction)``: ``loss`` float32 ``[batch]``, the
+    `pretrain_loss` of each clip; the images float32 ``[batch, time, H, W, c]`` in
+    [0, 1]: the input (un-normalised, clipped), the input with masked patches grey (0.5),
+    and the input with masked patches replaced by ``pred`` (with ``norm_pix_loss``
+    un-normalised with the input patch's `_patch_stats`, computed on the clipped input).
+  """
+  pred = pred.astype(jnp.float32)
+  num_masked, c = pred.shape[1], x.shape[-1]
+  targets = pretrain_targets(
+      x, mask, num_masked=num_masked, patch_size=patch_size, tubelet_size=tubelet_size,
+      norm_pix_loss=norm_pix_loss, mean=mean, std=std)
+  loss = jnp.mean(jnp.square(pred - targets), axis=(1, 2))
+  frames = jnp.clip(_unnormalize(x, mean, std), 0.0, 1.0)
+  patches = patchify(frames, patch_size, tubelet_size)  # [b, tokens, (p0 p1 p2 c)]
+  _, masked = _split_indices(mask, num_masked)  # the order of pred
+  if norm_pix_loss:
+    mu, scale = (_gather(s, masked) for s in _patch_stats(patches, c))
+    pred = (pred.reshape(*pred.shape[:2], -1, c) * scale + mu).reshape(pred.shape)
+  rows = jnp.arange(x.shape[0])[:, None]
+  recon_patches = jnp.zeros_like(patches).at[rows, masked].set(pred)
+  m = mask[..., None]
+  recon = jnp.where(m, recon_patches, patches)
+  masked_in = jnp.where(m, 0.5, patches)
+  images = [jnp.clip(unpatchify(p, x.shape[1:4], patch_size, tubelet_size), 0, 1)
+            for p in (masked_in, recon)]
+  return loss, frames, images[0], images[1]
 
 
 class TubeletEmbed(nn.Module):
