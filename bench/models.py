@@ -15,10 +15,13 @@ Side by side in one run, on the same device, batch and input:
 Ours is one jitted ``value_and_grad`` (bfloat16 compute on GPU, float32 on CPU); PyTorch is
 ``loss.backward()`` (bfloat16 autocast on GPU). Each step is timed after a warm-up, the two
 frameworks alternated, the median reported with the ratio ours / PyTorch (< 1: we are
-faster). Models whose time_jax module is absent are reported as such.
+faster). Models whose time_jax module is absent are reported as such. ``--impl`` sets our
+models' kernels (`time_jax.models.ops`); two runs, ``--impl cpu`` and ``--impl xla``, show
+what the CPU kernels change.
 
   python bench/models.py                  # batch 8, full sizes (a GPU)
   python bench/models.py --small          # batch 1, 112², 8 frames: a few minutes on a CPU
+  python bench/models.py --small --impl xla   # XLA's products, convolutions and autodiff
 """
 
 import argparse
@@ -33,6 +36,7 @@ import numpy as np
 import optax
 
 from time_jax import models
+from time_jax.models import ops
 from time_jax.models import videomae as vm
 from time_jax.port import reference
 
@@ -58,9 +62,9 @@ class _Case:
     self.name, self.ours, self.theirs = name, ours, theirs
 
 
-def _ours_classifier(name, batch, frames, size, dtype, num_classes=400, **kw):
+def _ours_classifier(name, batch, frames, size, dtype, impl, num_classes=400, **kw):
   model = models.create(name, num_classes=num_classes, image_size=size,
-                        num_frames=frames, dtype=dtype, **kw)
+                        num_frames=frames, dtype=dtype, impl=impl, **kw)
   x = jnp.asarray(np.random.default_rng(0).standard_normal(
       (batch, frames, size, size, 3)), dtype)
   labels = jnp.arange(batch) % num_classes
@@ -80,9 +84,9 @@ def _ours_classifier(name, batch, frames, size, dtype, num_classes=400, **kw):
   return functools.partial(step, variables, x, labels)  # .func, .args: bench/products.py
 
 
-def _ours_pretrain(batch, frames, size, dtype, ratio):
+def _ours_pretrain(batch, frames, size, dtype, ratio, impl):
   model = models.create("videomae_b_pretrain", image_size=size, num_frames=frames,
-                        dtype=dtype, mask_ratio=ratio)
+                        dtype=dtype, mask_ratio=ratio, impl=impl)
   x = jnp.asarray(np.random.default_rng(0).standard_normal(
       (batch, frames, size, size, 3)), dtype)
   mask = vm.tube_mask(jax.random.key(3), batch, frames, size, 16, 2, ratio)
@@ -135,7 +139,7 @@ def build_cases(args, device, gpu):
 
   for name, timm_name in (("resnet50", "resnet50"), ("vit_b16", "vit_base_patch16_224")):
     def ours(name=name):
-      return _ours_classifier(name, b, tstar, size, dtype)
+      return _ours_classifier(name, b, tstar, size, dtype, args.impl)
 
     def theirs(timm_name=timm_name):
       kw = {"img_size": size} if timm_name.startswith("vit") else {}
@@ -148,7 +152,7 @@ def build_cases(args, device, gpu):
              layer_norm_eps=1e-6, attn_implementation="sdpa")
 
   def ft_ours():
-    return _ours_classifier("videomae_b", b, frames, size, dtype)
+    return _ours_classifier("videomae_b", b, frames, size, dtype, args.impl)
 
   def ft_theirs():
     model = transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(**cfg))
@@ -160,7 +164,7 @@ def build_cases(args, device, gpu):
   state = {}
 
   def pt_ours():
-    step, state["mask"] = _ours_pretrain(b, frames, size, dtype, args.mask_ratio)
+    step, state["mask"] = _ours_pretrain(b, frames, size, dtype, args.mask_ratio, args.impl)
     return step
 
   def pt_theirs():
@@ -184,6 +188,8 @@ def add_step_args(p):
   p.add_argument("--small", action="store_true",
                  help="batch 1, 112², 8 / 4 frames: minutes on a CPU")
   p.add_argument("--only", default="", help="comma-separated row prefixes to run")
+  p.add_argument("--impl", default="auto", choices=ops.IMPLS,
+                 help="our models' kernel set (time_jax.models.ops; auto: this backend's)")
 
 
 def apply_small(args):
@@ -219,7 +225,8 @@ def main():
 
   print(f"device: jax {jax.devices()[0].device_kind} / torch {device} "
         f"({torch.get_num_threads()} threads)  batch {args.batch}  {args.size}²  "
-        f"{'bf16' if gpu else 'fp32'}  fwd+bwd per step, median of {args.repeats}")
+        f"{'bf16' if gpu else 'fp32'}  impl {ops.resolve(args.impl)}  fwd+bwd per step, "
+        f"median of {args.repeats}")
   print(f"{'model':<30} {'ours ms':>9} {'torch ms':>9} {'ratio':>6}")
   for case in build_cases(args, device, gpu):
     if not selected(case.name, args.only):

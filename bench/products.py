@@ -15,6 +15,7 @@ products need in each library's kernels, not a decomposition of the step time.
 
   python bench/products.py --small        # batch 1, 112², 8 / 4 frames: a minute on a CPU
   python bench/products.py                # batch 8, 224², 16 / 8 frames
+  python bench/products.py --small --impl xla   # the products of XLA's own autodiff
 
 Rows and sizes are `bench/models.py`'s (ViT-B/16 and VideoMAE-B; not ResNet-50, whose
 stem is a convolution).
@@ -29,6 +30,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from time_jax.models import ops
 
 import models as model_bench  # bench/models.py: the same steps and sizes
 
@@ -120,8 +123,8 @@ def main():
   if jax.default_backend() != "cpu":
     raise SystemExit("bench/products.py compares CPU kernels: run it with JAX_PLATFORMS=cpu.")
   print(f"device: {jax.devices()[0].device_kind} / torch cpu ({torch.get_num_threads()} "
-        f"threads)  batch {args.batch}  {args.size}²  each product alone, median of "
-        f"{args.repeats}")
+        f"threads)  batch {args.batch}  {args.size}²  impl {ops.resolve(args.impl)}  each product alone, "
+        f"median of {args.repeats}")
   cache = {}
   for case in model_bench.build_cases(args, torch.device("cpu"), gpu=False):
     if case.name.startswith(_SKIP) or not model_bench.selected(case.name, args.only):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from time_jax import models
-from time_jax.models import videomae as vm
+from time_jax.models import ops
 
 CONFIGS = [("videomae_b", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8)),
            ("vit_s16", dict(embed_dim=64, depth=1, num_heads=4, patch_size=8))]
@@ -41,7 +41,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("name,kw", CONFIGS)
 def test_fused_branch_wiring_equals_explicit_softmax(name, kw, monkeypatch, perturbed):
   explicit = _outputs_and_grads(name, kw, jnp.float32, explicit=True, perturb=perturbed)
-  monkeypatch.setattr(vm, "_fused_attention", lambda dtype, head_dim: "xla")
+  monkeypatch.setattr(ops, "fused_kernel", lambda impl, dtype, head_dim: "xla")
   fused = _outputs_and_grads(name, kw, jnp.float32, explicit=False, perturb=perturbed)
   assert _rel(fused[0], explicit[0]) < 1e-5
   for f, e in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(explicit[1])):
@@ -50,9 +50,14 @@ def test_fused_branch_wiring_equals_explicit_softmax(name, kw, monkeypatch, pert
 
 def test_fused_only_where_cudnn_can_run():
   gpu = jax.default_backend() == "gpu"
-  assert vm._fused_attention(jnp.bfloat16, 64) == ("cudnn" if gpu else None)
-  assert vm._fused_attention(jnp.float32, 64) is None
-  assert vm._fused_attention(jnp.bfloat16, 12) is None
+  assert ops.fused_kernel("auto", jnp.bfloat16, 64) == ("cudnn" if gpu else None)
+  assert ops.fused_kernel("gpu", jnp.bfloat16, 64) == "cudnn"
+  assert ops.fused_kernel("gpu", jnp.float16, 128) == "cudnn"
+  for impl in ("cpu", "xla"):
+    assert ops.fused_kernel(impl, jnp.bfloat16, 64) is None
+  assert ops.fused_kernel("gpu", jnp.float32, 64) is None
+  assert ops.fused_kernel("gpu", jnp.bfloat16, 12) is None
+  assert ops.fused_kernel("gpu", jnp.bfloat16, 256) is None
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")

@@ -125,6 +125,61 @@ def test_loss_is_mse_of_masked_targets():
   np.testing.assert_allclose(float(f(v, x, mask)), want, rtol=1e-5)
 
 
+def _patch_grid(frames, patch, tubelet):
+  """``[b, t, h, w, c]`` -> ``[b, t/tubelet, h/patch, w/patch, tubelet, patch, patch, c]``."""
+  b, t, h, w, c = frames.shape
+  v = frames.reshape(b, t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
+  return v.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+
+
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_reconstruct_loss_per_clip_and_images(norm_pix_loss):
+  model = vm.videomae_s_pretrain(mask_ratio=0.5, **TINY_PT)
+  x = 1.5 * jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))  # some pixels clip
+  mask = vm.tube_mask(jax.random.key(1), 2, 4, 32, 8, 2, 0.5)
+  pred = model.apply(model.init(jax.random.key(2), x, mask), x, mask)
+  kw = dict(patch_size=8, tubelet_size=2, norm_pix_loss=norm_pix_loss)
+  loss, original, masked, recon = vm.reconstruct(pred, x, mask, **kw)
+  assert loss.shape == (2,) and original.shape == masked.shape == recon.shape == x.shape
+  for i in range(2):
+    np.testing.assert_allclose(
+        loss[i], vm.pretrain_loss(pred[i:i + 1], x[i:i + 1], mask[i:i + 1], **kw), rtol=1e-6)
+  frames = np.clip(np.asarray(x) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN), 0, 1)
+  np.testing.assert_allclose(original, frames, atol=1e-6)
+  # Token order (t, h, w): masked patches grey in `masked`, visible ones the input in both.
+  tokens = mask.reshape(2, 2, 4, 4)[..., None, None, None, None]
+  grid, src = _patch_grid(np.asarray(masked), 8, 2), _patch_grid(frames, 8, 2)
+  rec = _patch_grid(np.asarray(recon), 8, 2)
+  np.testing.assert_array_equal(np.where(tokens, grid, 0.5), 0.5)
+  np.testing.assert_allclose(np.where(tokens, 0, grid), np.where(tokens, 0, src), atol=1e-6)
+  np.testing.assert_allclose(np.where(tokens, 0, rec), np.where(tokens, 0, src), atol=1e-6)
+  # Masked patches: the predictions in increasing token order, un-normalised with the
+  # (clipped) input patch's mean and unbiased std per channel under norm_pix_loss.
+  src = src.reshape(2, 32, 128, 3)
+  want = np.asarray(pred, np.float64).reshape(2, -1, 128, 3)
+  for i in range(2):
+    idx = np.flatnonzero(np.asarray(mask[i]))
+    if norm_pix_loss:
+      p = src[i, idx]
+      want[i] = want[i] * (p.std(1, ddof=1, keepdims=True) + 1e-6) + p.mean(1, keepdims=True)
+    got = rec.reshape(2, 32, 128, 3)[i, idx]
+    np.testing.assert_allclose(got, np.clip(want[i], 0, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_reconstruct_from_the_targets_is_the_input(norm_pix_loss):
+  # Frames inside [0, 1] (nothing clipped): predicting the targets reconstructs the clip.
+  frames = jax.random.uniform(jax.random.key(0), (2, 4, 16, 16, 3))
+  x = (frames - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  mask = vm.tube_mask(jax.random.key(1), 2, 4, 16, 8, 2, 0.75)
+  kw = dict(patch_size=8, tubelet_size=2, norm_pix_loss=norm_pix_loss)
+  target = vm.pretrain_targets(x, mask, **kw)
+  loss, original, _, recon = vm.reconstruct(target, x, mask, **kw)
+  np.testing.assert_allclose(loss, 0, atol=1e-12)
+  np.testing.assert_allclose(original, frames, atol=1e-6)
+  np.testing.assert_allclose(recon, frames, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------- shapes
 
 def _count(tree):

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import types
 from typing import Any
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 from time_jax import checkpoints
 from time_jax.diagnose import inputs
 from time_jax.diagnose import plots
+from time_jax.models import videomae
 from time_jax.train import steps as steps_lib
 
 
@@ -49,15 +49,24 @@ def reconstruct(ckpt: checkpoints.Checkpoint, cells: np.ndarray, ratios: list[fl
         f"{ckpt.path} holds {ckpt.model_name!r}; reconstruct needs a VideoMAE pretraining "
         "checkpoint (a videomae_*_pretrain model).")
   params = ckpt.variables["params"]
-  batch = {"frames": np.asarray(cells)[None]}
+  config = ckpt.config
+  x = inputs.model_input(np.asarray(cells)[None], config).astype(
+      steps_lib.compute_dtype(config))  # the input of the pretraining eval step
+  stats = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
   out, frames = [], None
   for ratio in ratios:
-    config = ckpt.config.copy_and_resolve_references()
-    config.pretrain.mask_ratio = float(ratio)
     model = ckpt.build_model(mask_ratio=float(ratio))
-    step = steps_lib.make_pretrain_eval_step(model, config)  # reads only state.params
-    step = jax.jit(lambda p, b, k, step=step: step(types.SimpleNamespace(params=p), b, k))
-    loss, orig, masked, recon = step(params, batch, jax.random.PRNGKey(seed))
+
+    @jax.jit
+    def run(params, x, key, model=model):
+      mask = videomae.tube_mask(key, x.shape[0], x.shape[1], x.shape[2], model.patch_size,
+                                model.tubelet_size, model.mask_ratio)
+      pred = model.apply({"params": params}, x, mask, train=False)
+      return videomae.reconstruct(
+          pred, x, mask, patch_size=model.patch_size, tubelet_size=model.tubelet_size,
+          norm_pix_loss=config.pretrain.norm_pix_loss, **stats)
+
+    loss, orig, masked, recon = run(params, x, jax.random.PRNGKey(seed))
     frames = np.asarray(orig[0])
     out.append(dict(ratio=float(ratio),
                     masked_tokens=model.num_masked(config.time.t_out, config.image_size),

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from time_jax.models.matmul import matmul
+from time_jax.models import ops
 
 Dtype = Any
 
@@ -43,20 +43,12 @@ STAGES_50 = (3, 4, 6, 3)
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming fan_out
 
 
-CONV_IMPLS = ("auto", "xla", "matmul")
-
-
 class Conv(nn.Module):
   """A bias-free ``kernel × kernel`` convolution with PyTorch's symmetric padding.
 
-  One parameter ``kernel: [k, k, in, out]`` (as ``nn.Conv``), computed either by XLA's
-  convolution (``impl='xla'``) or as matrix products (``'matmul'``, `matmul.matmul`, whose
-  weight gradient avoids XLA:CPU's transposed recomputations): a 1×1 convolution
-  is a product over channels (after striding), a k×k one a product with the ``k·k``
-  shifted views of the input stacked along channels (im2col). The two agree to float
-  rounding; XLA:CPU runs the matmul form (and its gradient) much faster, GPUs the
-  convolution (im2col multiplies the activation memory by k²). ``'auto'``: matmul on
-  CPU, except the 7×7 stem; XLA convolutions elsewhere.
+  One parameter ``kernel: [k, k, in, out]`` (as ``nn.Conv``), computed by the kernel of
+  ``impl`` (`ops.conv`): XLA's convolution, or with ``'cpu'`` and ``k <= 3`` as a matrix
+  product (`ops.im2col_conv`). The two agree to float rounding.
   """
   features: int
   kernel: int
@@ -64,37 +56,18 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   impl: str = "auto"
 
-  def _matmul(self) -> bool:
-    if self.impl not in CONV_IMPLS:
-      raise ValueError(f"conv_impl={self.impl!r}; use one of {CONV_IMPLS}.")
-    if self.impl == "auto":
-      return jax.default_backend() == "cpu" and self.kernel <= 3
-    return self.impl == "matmul"
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """``x: [images, h, w, in]`` -> ``[images, ceil(h/stride), ceil(w/stride), out]``."""
-    k, s, pad = self.kernel, self.stride, (self.kernel - 1) // 2
+    k = self.kernel
     kernel = self.param("kernel", nn.with_logical_partitioning(
         _conv_init, (None, None, "conv_in", "conv_out")),
         (k, k, x.shape[-1], self.features), jnp.float32).astype(self.dtype)
-    x = x.astype(self.dtype)
-    if not self._matmul():
-      return jax.lax.conv_general_dilated(
-          x, kernel, (s, s), ((pad, pad), (pad, pad)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if k == 1:
-      return matmul(x[:, ::s, ::s], kernel[0, 0])
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    h = (x.shape[1] + 2 * pad - k) // s + 1
-    w = (x.shape[2] + 2 * pad - k) // s + 1
-    views = [xp[:, i:i + s * (h - 1) + 1:s, j:j + s * (w - 1) + 1:s]
-             for i in range(k) for j in range(k)]
-    return matmul(jnp.concatenate(views, axis=-1), kernel.reshape(-1, self.features))
+    return ops.conv(x.astype(self.dtype), kernel, self.stride, self.impl)
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str,
-          impl: str = "auto") -> Conv:
+          impl: str) -> Conv:
   return Conv(features, kernel, stride, dtype, impl, name=name)
 
 
@@ -114,22 +87,22 @@ class Bottleneck(nn.Module):
   frozen_bn: bool = False
   zero_init_last: bool = True
   dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x: [images, h, w, c]`` -> ``[images, h/stride, w/stride, 4·width]``."""
     bn = functools.partial(_bn, train, self.frozen_bn, self.dtype)
     out_ch = 4 * self.width
-    y = _conv(self.width, 1, 1, self.dtype, "conv1", self.conv_impl)(x)
+    y = _conv(self.width, 1, 1, self.dtype, "conv1", self.impl)(x)
     y = nn.relu(bn("bn1")(y))
-    y = _conv(self.width, 3, self.stride, self.dtype, "conv2", self.conv_impl)(y)
+    y = _conv(self.width, 3, self.stride, self.dtype, "conv2", self.impl)(y)
     y = nn.relu(bn("bn2")(y))
-    y = _conv(out_ch, 1, 1, self.dtype, "conv3", self.conv_impl)(y)
+    y = _conv(out_ch, 1, 1, self.dtype, "conv3", self.impl)(y)
     y = bn("bn3", zero=self.zero_init_last)(y)
     if self.stride != 1 or x.shape[-1] != out_ch:
       x = bn("downsample_bn")(_conv(out_ch, 1, self.stride, self.dtype, "downsample_conv",
-                                        self.conv_impl)(x))
+                                    self.impl)(x))
     y = nn.relu(y + x)
     self.sow("intermediates", "out", y)
     return y
@@ -146,7 +119,8 @@ class ResNet(nn.Module):
       effect on ported weights).
     dropout_rate: dropout before ``fc`` (rng ``'dropout'``).
     dtype: compute dtype; parameters and statistics are float32.
-    conv_impl: ``'auto'``, ``'xla'`` or ``'matmul'`` (see `Conv`); same parameters.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`;
+      see `Conv`); the same parameters for all.
   """
   num_classes: int = 1000
   stages: Sequence[int] = STAGES_50
@@ -154,7 +128,7 @@ class ResNet(nn.Module):
   zero_init_last: bool = True
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -163,14 +137,14 @@ class ResNet(nn.Module):
       raise ValueError(f"ResNet takes clips [batch, time, H, W, c]; got shape {x.shape}.")
     batch, time = x.shape[:2]
     h = x.reshape(batch * time, *x.shape[2:]).astype(self.dtype)
-    h = _conv(64, 7, 2, self.dtype, "conv1", self.conv_impl)(h)
+    h = _conv(64, 7, 2, self.dtype, "conv1", self.impl)(h)
     h = nn.relu(_bn(train, self.frozen_bn, self.dtype, "bn1")(h))
     h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for s, blocks in enumerate(self.stages):
       for b in range(blocks):
         h = Bottleneck(64 * 2 ** s, stride=2 if b == 0 and s > 0 else 1,
                        frozen_bn=self.frozen_bn, zero_init_last=self.zero_init_last,
-                       dtype=self.dtype, conv_impl=self.conv_impl,
+                       dtype=self.dtype, impl=self.impl,
                        name=f"layer{s + 1}_{b}")(h, train=train)
     h = h.mean(axis=(1, 2)).reshape(batch, time, -1)
     self.sow("intermediates", "pre_logits", h.mean(axis=1))

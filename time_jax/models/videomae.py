@@ -1,9 +1,10 @@
 """VideoMAE (Tong et al., 2022) in Flax linen: the classifier and the masked autoencoder.
 
 A faithful port of the official code (``modeling_finetune.py`` / ``modeling_pretrain.py``
-of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table,
-pre-norm blocks whose attention has no key bias (``q_bias``/``v_bias`` only), optional
-layer scale, LayerNorm eps 1e-6 and exact (erf) GELU.
+of MCG-NJU/VideoMAE): tubelet patch embedding, the fixed sine-cosine position table and
+`time_jax.models.transformer`'s pre-norm blocks, whose attention has no key bias
+(``q_bias``/``v_bias`` only); tube masking, the pretraining targets and loss, and the
+images of a reconstruction (`reconstruct`).
 
 Inputs are float clips ``x: [batch, time, H, W, c]`` normalised with the ImageNet mean/std
 (`time_jax.time_layer.preprocess`). Tokens are ordered ``(time/tubelet, H/patch, W/patch)``
@@ -22,21 +23,23 @@ Masked autoencoder (``videomae_s|b|l_pretrain``)::
     mask = tube_mask(key, batch, 16, 224, 16, 2, 0.9)                 # bool [batch, tokens]
     pred = model.apply(variables, x, mask, train=True, rngs={"drop_path": k})
     loss = pretrain_loss(pred, x, mask)                                # scalar, float32
+    loss, original, masked, recon = reconstruct(pred, x, mask)        # [batch], images
 
 ``pred`` is ``[batch, num_masked, tubelet·patch²·c]``: the reconstruction of the masked
 tokens in increasing token order. The number masked is static: ``model.num_masked`` (from
 ``mask_ratio``, exactly ``round(ratio · patches)`` per frame-slice); a mask with another
 count is an error when it is concrete and silently wrong under ``jit``, so draw masks with
-`tube_mask` at the model's ratio. `pretrain_targets` gives the targets alone; its options
-(``patch_size``, ``tubelet_size``, ``norm_pix_loss``, ``mean``, ``std``) must match the model.
+`tube_mask` at the model's ratio. `pretrain_targets` gives the targets alone; its options,
+`pretrain_loss`'s and `reconstruct`'s (``patch_size``, ``tubelet_size``, ``norm_pix_loss``,
+``mean``, ``std``) must match the model's and the input's.
 
 Both models ``sow`` into the ``'intermediates'`` collection when it is mutable
 (``mutable=['intermediates']``): every block's attention weights
 (``.../attn/attention_weights``, ``[batch, heads, tokens, tokens]``) and output features
 (``.../features``), and the pooled features of the classifier (``pre_logits``).
 Parameters are float32 and carry logical axis names (``embed``, ``mlp``, ``heads``,
-``kv``, ``classes``, ``patch``, ``decoder_embed``); ``dtype`` sets the compute dtype.
-Losses and targets are computed in float32.
+``kv``, ``classes``, ``patch``, ``decoder_embed``); ``dtype`` sets the compute dtype and
+``impl`` the kernels (`time_jax.models.ops`). Losses and targets are computed in float32.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from time_jax.models.matmul import dense_dot_general, product
+from time_jax.models import ops
+from time_jax.models import transformer
 from time_jax.time_layer import IMAGENET_MEAN, IMAGENET_STD
 
 Dtype = Any
@@ -61,7 +65,6 @@ SIZES = {
     "l": (1024, 24, 16, 512, 8),
 }
 DECODER_DEPTH = 4
-LN_EPS = 1e-6  # official: partial(nn.LayerNorm, eps=1e-6) everywhere
 
 
 def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
@@ -170,8 +173,8 @@ def _split_indices(mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Arr
 
 
 def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
-  """``x[b, idx[b]]``: ``[batch, tokens, d]``, ``[batch, k]`` -> ``[batch, k, d]``."""
-  return jnp.take_along_axis(x, idx[..., None], axis=1)
+  """``x[b, idx[b]]``: ``[batch, tokens, ...]``, ``[batch, k]`` -> ``[batch, k, ...]``."""
+  return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 def patchify(frames: jax.Array, patch_size: int, tubelet_size: int) -> jax.Array:
@@ -183,6 +186,42 @@ def patchify(frames: jax.Array, patch_size: int, tubelet_size: int) -> jax.Array
   return einops.rearrange(
       frames, "b (t p0) (h p1) (w p2) c -> b (t h w) (p0 p1 p2 c)",
       p0=tubelet_size, p1=patch_size, p2=patch_size)
+
+
+def unpatchify(patches: jax.Array, clip_shape: Sequence[int], patch_size: int,
+               tubelet_size: int) -> jax.Array:
+  """The inverse of `patchify`: ``[batch, tokens, tubelet·patch²·c]`` ->
+  ``[batch, time, H, W, c]`` for ``clip_shape = (time, H, W)``."""
+  t, h, w = clip_shape
+  return einops.rearrange(
+      patches, "b (t h w) (p0 p1 p2 c) -> b (t p0) (h p1) (w p2) c",
+      t=t // tubelet_size, h=h // patch_size, w=w // patch_size,
+      p0=tubelet_size, p1=patch_size, p2=patch_size)
+
+
+def _unnormalize(x: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+  """Normalised clips ``[..., c]`` -> float32 ``x · std + mean`` (the [0, 1] scale)."""
+  c = x.shape[-1]
+  mean = jnp.asarray(np.broadcast_to(np.asarray(mean, np.float32), (c,)))
+  std = jnp.asarray(np.broadcast_to(np.asarray(std, np.float32), (c,)))
+  return x.astype(jnp.float32) * std + mean
+
+
+def _patch_stats(patches: jax.Array, channels: int) -> tuple[jax.Array, jax.Array]:
+  """The ``norm_pix_loss`` statistics of each patch, per channel.
+
+  Args:
+    patches: ``[batch, tokens, tubelet·patch²·c]`` from `patchify`.
+    channels: ``c``.
+
+  Returns:
+    ``(mean, scale)``, each ``[batch, tokens, 1, c]``: the mean over the patch's
+    ``tubelet·patch²`` pixels and ``sqrt(var_unbiased) + 1e-6``; a target is
+    ``(v - mean) / scale`` with ``v = patches.reshape(batch, tokens, -1, c)``.
+  """
+  v = patches.reshape(*patches.shape[:2], -1, channels)
+  return (v.mean(axis=-2, keepdims=True),
+          jnp.sqrt(v.var(axis=-2, keepdims=True, ddof=1)) + 1e-6)
 
 
 def pretrain_targets(
@@ -213,16 +252,11 @@ def pretrain_targets(
       raise ValueError("pretrain_targets under jit needs num_masked= (static).")
     num_masked = int(np.asarray(mask).sum(-1).max())
   c = x.shape[-1]
-  mean = jnp.asarray(np.broadcast_to(np.asarray(mean, np.float32), (c,)))
-  std = jnp.asarray(np.broadcast_to(np.asarray(std, np.float32), (c,)))
-  frames = x.astype(jnp.float32) * std + mean
-  patches = patchify(frames, patch_size, tubelet_size)  # [b, n, (p0 p1 p2 c)]
+  patches = patchify(_unnormalize(x, mean, std), patch_size, tubelet_size)
   if norm_pix_loss:
-    b, n, _ = patches.shape
-    v = patches.reshape(b, n, -1, c)
-    mu = v.mean(axis=-2, keepdims=True)
-    var = v.var(axis=-2, keepdims=True, ddof=1)
-    patches = ((v - mu) / (jnp.sqrt(var) + 1e-6)).reshape(b, n, -1)
+    mu, scale = _patch_stats(patches, c)
+    v = patches.reshape(*patches.shape[:2], -1, c)
+    patches = ((v - mu) / scale).reshape(patches.shape)
   _, masked = _split_indices(mask, num_masked)
   return _gather(patches, masked)
 
@@ -247,12 +281,53 @@ def pretrain_loss(
   return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
 
 
+def reconstruct(
+    pred: jax.Array, x: jax.Array, mask: jax.Array, *, patch_size: int = 16,
+    tubelet_size: int = 2, norm_pix_loss: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The per-clip loss and the images of a reconstruction, as the official visualisation.
+
+  Args:
+    pred: the pretrainer's output ``[batch, num_masked, tubelet·patch²·c]``.
+    x, mask, patch_size, tubelet_size, norm_pix_loss, mean, std: as `pretrain_targets`.
+
+  Returns:
+    ``(loss, original, masked, reconstruction)``: ``loss`` float32 ``[batch]``, the
+    `pretrain_loss` of each clip; the images float32 ``[batch, time, H, W, c]`` in
+    [0, 1]: the input (un-normalised, clipped), the input with masked patches grey (0.5),
+    and the input with masked patches replaced by ``pred`` (with ``norm_pix_loss``
+    un-normalised with the input patch's `_patch_stats`, computed on the clipped input).
+  """
+  pred = pred.astype(jnp.float32)
+  num_masked, c = pred.shape[1], x.shape[-1]
+  targets = pretrain_targets(
+      x, mask, num_masked=num_masked, patch_size=patch_size, tubelet_size=tubelet_size,
+      norm_pix_loss=norm_pix_loss, mean=mean, std=std)
+  loss = jnp.mean(jnp.square(pred - targets), axis=(1, 2))
+  frames = jnp.clip(_unnormalize(x, mean, std), 0.0, 1.0)
+  patches = patchify(frames, patch_size, tubelet_size)  # [b, tokens, (p0 p1 p2 c)]
+  _, masked = _split_indices(mask, num_masked)  # the order of pred
+  if norm_pix_loss:
+    mu, scale = (_gather(s, masked) for s in _patch_stats(patches, c))
+    pred = (pred.reshape(*pred.shape[:2], -1, c) * scale + mu).reshape(pred.shape)
+  rows = jnp.arange(x.shape[0])[:, None]
+  recon_patches = jnp.zeros_like(patches).at[rows, masked].set(pred)
+  m = mask[..., None]
+  recon = jnp.where(m, recon_patches, patches)
+  masked_in = jnp.where(m, 0.5, patches)
+  images = [jnp.clip(unpatchify(p, x.shape[1:4], patch_size, tubelet_size), 0, 1)
+            for p in (masked_in, recon)]
+  return loss, frames, images[0], images[1]
+
+
 class TubeletEmbed(nn.Module):
   """Non-overlapping ``tubelet × patch × patch`` embedding (the official Conv3d).
 
   Attributes:
     embed_dim, patch_size, tubelet_size: the projection.
     kernel_init: initialiser of the ``[tubelet, patch, patch, c, embed]`` kernel.
+    impl: the kernel set of the product (`ops.resolve`).
   """
   embed_dim: int
   patch_size: int = 16
@@ -260,6 +335,7 @@ class TubeletEmbed(nn.Module):
   dtype: Dtype = jnp.float32
   # PyTorch's Conv3d default, kaiming_uniform(a=sqrt(5)): U(±1/sqrt(fan_in)).
   kernel_init: Any = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -277,225 +353,16 @@ class TubeletEmbed(nn.Module):
         (self.embed_dim,), jnp.float32)
     # A stride-equal-to-kernel convolution is a matmul over non-overlapping tubelets.
     patches = patchify(x.astype(self.dtype), self.patch_size, self.tubelet_size)
-    y = product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype))
+    y = ops.product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype),
+                    self.impl)
     return y + bias.astype(self.dtype)
 
 
-
-_trunc02 = nn.initializers.truncated_normal(0.02)
 _xavier = nn.initializers.xavier_uniform()
-
-
-def _layer_norm(dtype: Dtype, name: str, axis_name: str = "embed") -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)))
 
 
 def _sincos(tokens: int, dim: int, dtype: Dtype) -> jax.Array:
   return jnp.asarray(sinusoid_table(tokens, dim), dtype)[None]
-
-
-def _dense(features, dtype, kernel_init, axes, use_bias=True, name=None):
-  return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
-      dot_general=dense_dot_general(),
-      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
-
-
-def _fused_attention(dtype: Dtype, head_dim: int) -> str | None:
-  """The `jax.nn.dot_product_attention` implementation for this layer, or None.
-
-  cuDNN's fused (flash) attention needs a GPU, a 16-bit compute dtype and a head size that
-  is a multiple of 8 up to 128; elsewhere the softmax is computed explicitly (None).
-  """
-  if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-      and head_dim % 8 == 0 and head_dim <= 128):
-    return "cudnn"
-  return None
-
-
-@jax.custom_jvp
-def _softmax(logits: jax.Array) -> jax.Array:
-  """Softmax over the last axis, differentiated as ``y * (dx - sum(y * dx))``.
-
-  `jax.nn.softmax` differentiates through its exp and division unless the global
-  ``jax_softmax_custom_jvp`` flag is set; the backward pass of that is several more passes
-  over ``[batch, heads, q, k]`` (about 1.6x slower attention fwd+bwd on a CPU).
-  """
-  unnormalized = jnp.exp(logits - logits.max(-1, keepdims=True))  # never differentiated
-  return unnormalized / unnormalized.sum(-1, keepdims=True)
-
-
-@_softmax.defjvp
-def _softmax_jvp(primals, tangents):
-  (logits,), (logits_dot,) = primals, tangents
-  y = _softmax(logits)
-  return y, y * (logits_dot - jnp.sum(y * logits_dot, -1, keepdims=True))
-
-
-def _explicit_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                        scale: float) -> tuple[jax.Array, jax.Array]:
-  """``q, k, v: [batch, tokens, heads, head_dim]`` -> (out like ``q``, weights).
-
-  ``weights: [batch, heads, q, k]``, the softmax in float32 cast back to ``q``'s dtype.
-  Heads are moved before tokens first: XLA:CPU's batched products run faster over a
-  leading batch of ``batch x heads`` than with heads between the token axes.
-  """
-  q, k, v = (jnp.swapaxes(a, -3, -2) for a in (q, k, v))  # [batch, heads, tokens, d]
-  logits = jnp.einsum("...qd,...kd->...qk", q * jnp.asarray(scale, q.dtype), k)
-  weights = _softmax(logits.astype(jnp.float32)).astype(q.dtype)
-  out = jnp.einsum("...qk,...kd->...qd", weights, v)
-  return jnp.swapaxes(out, -3, -2), weights
-
-
-def _fused_dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
-                                 implementation: str) -> jax.Array:
-  """``q, k, v: [batch, tokens, heads, head_dim]`` -> ``[batch, tokens, heads, head_dim]``.
-
-  cuDNN trains only on even token counts: an odd count (a class token plus an even number
-  of patches) gets one zero token appended that the sequence lengths mask out of every key,
-  and its output row is dropped.
-  """
-  tokens = q.shape[1]
-  if tokens % 2 == 0:
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
-  q, k, v = (jnp.pad(a, ((0, 0), (0, 1), (0, 0), (0, 0))) for a in (q, k, v))
-  lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
-  out = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
-                                     key_value_seq_lengths=lengths,
-                                     implementation=implementation)
-  return out[:, :tokens]
-
-
-class Attention(nn.Module):
-  """Official VideoMAE attention: ``qkv`` without bias plus ``q_bias`` and ``v_bias``.
-
-  Sows the softmax weights ``attention_weights: [batch, heads, q, k]`` into
-  ``'intermediates'`` when that collection is mutable; the softmax is then computed
-  explicitly. Otherwise, on a GPU in bfloat16/float16, the attention is cuDNN's fused
-  kernel (`jax.nn.dot_product_attention`, never materialising ``[q, k]``): same function,
-  float32 softmax accumulation, 16-bit rounding in other places.
-  """
-  num_heads: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-  qkv_bias: bool = False  # True: one ``qkv`` bias (timm's ViT) instead of q/v biases
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``x: [batch, tokens, embed]`` -> ``[batch, tokens, embed]``."""
-    dim = x.shape[-1]
-    if dim % self.num_heads:
-      raise ValueError(f"embed_dim={dim} is not a multiple of num_heads={self.num_heads}.")
-    head_dim = dim // self.num_heads
-    qkv = _dense(3 * dim, self.dtype, self.kernel_init, ("embed", "heads"),
-                 use_bias=self.qkv_bias, name="qkv")(x)
-    if not self.qkv_bias:
-      zeros = nn.initializers.zeros
-      q_bias = self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                          (dim,), jnp.float32)
-      v_bias = self.param("v_bias", nn.with_logical_partitioning(zeros, ("heads",)),
-                          (dim,), jnp.float32)
-      qkv = qkv + jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
-    qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-    scale = head_dim ** -0.5
-    fused = _fused_attention(self.dtype, head_dim)
-    if fused and not self.is_mutable_collection("intermediates"):
-      out = _fused_dot_product_attention(q, k, v, scale, fused)
-    else:
-      out, weights = _explicit_attention(q, k, v, scale)
-      self.sow("intermediates", "attention_weights", weights)
-    return _dense(dim, self.dtype, self.kernel_init, ("heads", "embed"),
-                  name="proj")(out.reshape(x.shape))
-
-
-class Mlp(nn.Module):
-  """``fc1`` -> exact (erf) GELU, as torch ``nn.GELU`` -> ``fc2``."""
-  hidden: int
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``x: [..., embed]`` -> ``[..., embed]``."""
-    y = _dense(self.hidden, self.dtype, self.kernel_init, ("embed", "mlp"), name="fc1")(x)
-    y = nn.gelu(y, approximate=False)
-    return _dense(x.shape[-1], self.dtype, self.kernel_init, ("mlp", "embed"),
-                  name="fc2")(y)
-
-
-class Block(nn.Module):
-  """Official pre-norm block: ``x + γ1·attn(norm1(x))``, then ``+ γ2·mlp(norm2(x))``.
-
-  ``gamma_1``/``gamma_2`` (layer scale) exist only when ``init_values > 0``. Drop path
-  (stochastic depth per sample) uses the rng ``'drop_path'`` when training. Sows the
-  block output as ``features``.
-  """
-  num_heads: int
-  mlp_dim: int
-  drop_path: float = 0.0
-  init_values: float = 0.0
-  dtype: Dtype = jnp.float32
-  kernel_init: Any = _trunc02
-  qkv_bias: bool = False
-
-  def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
-    if not train or self.drop_path == 0.0:
-      return y
-    keep = 1.0 - self.drop_path
-    mask = jax.random.bernoulli(self.make_rng("drop_path"), keep,
-                                (y.shape[0],) + (1,) * (y.ndim - 1))
-    return jnp.where(mask, y / keep, 0).astype(y.dtype)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """``x: [batch, tokens, embed]`` -> same shape."""
-    dim = x.shape[-1]
-    y = Attention(self.num_heads, self.dtype, self.kernel_init, self.qkv_bias, name="attn")(
-        _layer_norm(self.dtype, "norm1")(x))
-    if self.init_values:
-      y = y * self.param("gamma_1", nn.with_logical_partitioning(
-          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
-    x = x + self._drop_path(y.astype(x.dtype), train)
-    y = Mlp(self.mlp_dim, self.dtype, self.kernel_init, name="mlp")(
-        _layer_norm(self.dtype, "norm2")(x))
-    if self.init_values:
-      y = y * self.param("gamma_2", nn.with_logical_partitioning(
-          nn.initializers.constant(self.init_values), ("embed",)), (dim,), jnp.float32)
-    x = x + self._drop_path(y.astype(x.dtype), train)
-    self.sow("intermediates", "features", x)
-    return x
-
-
-def _blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
-            drop_path_rate: float, init_values: float, dtype: Dtype, kernel_init,
-            train: bool, qkv_bias: bool = False) -> jax.Array:
-  """``depth`` blocks ``blocks_{i}`` in the calling module; drop path rises linearly.
-
-  Must be called inside a compact method. ``x: [batch, tokens, embed]``.
-  """
-  rates = np.linspace(0, drop_path_rate, depth)
-  for i in range(depth):
-    x = Block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
-              drop_path=float(rates[i]), init_values=init_values, dtype=dtype,
-              kernel_init=kernel_init, qkv_bias=qkv_bias, name=f"blocks_{i}")(x, train=train)
-  return x
-
-
-def _head(num_classes: int, dtype: Dtype, init_scale: float, out_axis: str,
-          kernel_init, name: str) -> nn.Dense:
-  def init(key, shape, dtype=jnp.float32):
-    return kernel_init(key, shape, dtype) * init_scale
-  return nn.Dense(
-      num_classes, dtype=dtype, param_dtype=jnp.float32, dot_general=dense_dot_general(),
-      kernel_init=nn.with_logical_partitioning(init, ("embed", out_axis)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
-      name=name)
-
 
 
 class VideoMAE(nn.Module):
@@ -512,6 +379,7 @@ class VideoMAE(nn.Module):
     init_scale: the head's initial weights are multiplied by it (official
       ``init_scale``, 0.001 in the fine-tuning scripts; its bias starts at 0).
     dtype: compute dtype; parameters are float32.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
   """
   num_classes: int = 400
   patch_size: int = 16
@@ -526,26 +394,28 @@ class VideoMAE(nn.Module):
   use_mean_pooling: bool = True
   init_scale: float = 0.001
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """``x: [batch, time, H, W, c]`` normalised -> logits ``[batch, num_classes]``."""
     x = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
-                     dtype=self.dtype, name="patch_embed")(x)
+                     dtype=self.dtype, impl=self.impl, name="patch_embed")(x)
     x = x + _sincos(x.shape[1], self.embed_dim, self.dtype)
-    x = _blocks(x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_trunc02, train=train)
+    x = transformer.blocks(
+        x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=transformer.trunc_normal, train=train, impl=self.impl)
     if self.use_mean_pooling:
-      x = _layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
+      x = transformer.layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
     else:
-      x = _layer_norm(self.dtype, "norm")(x)[:, 0]
+      x = transformer.layer_norm(self.dtype, "norm")(x)[:, 0]
     self.sow("intermediates", "pre_logits", x)
     if not self.num_classes:
       return x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return _head(self.num_classes, self.dtype, self.init_scale, "classes", _trunc02,
-                 "head")(x)
+    return transformer.head(self.num_classes, self.dtype, self.init_scale, "classes",
+                            transformer.trunc_normal, "head", impl=self.impl)(x)
 
 
 class PretrainDecoder(nn.Module):
@@ -557,15 +427,18 @@ class PretrainDecoder(nn.Module):
   drop_path_rate: float
   init_values: float
   dtype: Dtype
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, h: jax.Array, k: int, *, train: bool) -> jax.Array:
     """``h: [batch, tokens, decoder_embed]`` -> ``[batch, k, out_dim]``."""
-    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_xavier, train=train)
-    h = _layer_norm(self.dtype, "norm")(h[:, -k:])
-    return _head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head")(h)
+    h = transformer.blocks(
+        h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=_xavier, train=train, impl=self.impl)
+    h = transformer.layer_norm(self.dtype, "norm")(h[:, -k:])
+    return transformer.head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head",
+                            impl=self.impl)(h)
 
 
 class VideoMAEPretrain(nn.Module):
@@ -585,6 +458,7 @@ class VideoMAEPretrain(nn.Module):
     drop_path_rate: stochastic depth of the last block of the encoder and of the decoder.
     init_values: layer scale (0 = none).
     dtype: compute dtype; parameters are float32.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
   """
   mask_ratio: float = 0.9
   patch_size: int = 16
@@ -599,6 +473,7 @@ class VideoMAEPretrain(nn.Module):
   drop_path_rate: float = 0.0
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   def num_masked(self, num_frames: int, image_size: int) -> int:
     """Masked tokens per clip of ``num_frames`` frames of ``image_size``²."""
@@ -632,23 +507,23 @@ class VideoMAEPretrain(nn.Module):
     # Encoder parameters sit at the top level (official: under ``encoder.``), named as
     # the classifier's, so a pretrained tree initialises a classifier by name.
     h = TubeletEmbed(self.embed_dim, self.patch_size, self.tubelet_size,
-                     dtype=self.dtype, name="patch_embed")(x)
+                     dtype=self.dtype, impl=self.impl, name="patch_embed")(x)
     h = h + _sincos(t * p, self.embed_dim, self.dtype)
     h = _gather(h, visible)
-    h = _blocks(h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                drop_path_rate=self.drop_path_rate, init_values=self.init_values,
-                dtype=self.dtype, kernel_init=_xavier, train=train)
-    h = _layer_norm(self.dtype, "norm")(h)
-    h = nn.Dense(
-        self.decoder_embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-        dot_general=dense_dot_general(),
+    h = transformer.blocks(
+        h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
+        kernel_init=_xavier, train=train, impl=self.impl)
+    h = transformer.layer_norm(self.dtype, "norm")(h)
+    h = transformer.dense(
+        self.decoder_embed_dim, self.dtype,
         # official: not re-initialised, PyTorch's Linear default U(±1/sqrt(fan_in))
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-            ("embed", "decoder_embed")),
+        nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+        ("embed", "decoder_embed"), impl=self.impl, use_bias=False,
         name="encoder_to_decoder")(h)
     mask_token = self.param(
-        "mask_token", nn.with_logical_partitioning(_trunc02, (None, None, "embed")),
+        "mask_token", nn.with_logical_partitioning(
+            transformer.trunc_normal, (None, None, "embed")),
         (1, 1, self.decoder_embed_dim), jnp.float32)
     pos = jnp.broadcast_to(_sincos(t * p, self.decoder_embed_dim, self.dtype),
                            (batch, t * p, self.decoder_embed_dim))
@@ -658,7 +533,7 @@ class VideoMAEPretrain(nn.Module):
     out_dim = self.tubelet_size * self.patch_size ** 2 * x.shape[-1]
     return PretrainDecoder(self.decoder_depth, self.decoder_num_heads, self.mlp_ratio,
                            out_dim, self.drop_path_rate, self.init_values, self.dtype,
-                           name="decoder")(h, k, train=train)
+                           self.impl, name="decoder")(h, k, train=train)
 
 
 def _classifier(size: str, num_classes: int = 400, image_size: int = 224,

@@ -16,7 +16,8 @@ the mean of the patch tokens and ``fc_norm`` (timm ``global_pool='avg'``), then 
 Blocks sow ``attention_weights: [batch·time, heads, tokens, tokens]`` (token 0 is the
 class token) and ``features`` into ``'intermediates'`` when that collection is mutable;
 the model sows ``pre_logits: [batch, embed]``. Parameters are float32 with logical axis
-names; ``dtype`` is the compute dtype.
+names; ``dtype`` is the compute dtype and ``impl`` chooses the kernels
+(`time_jax.models.ops`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from time_jax.models import ops
+from time_jax.models import transformer
 from time_jax.models import videomae
-from time_jax.models.matmul import product
 
 Dtype = Any
 
@@ -49,6 +51,7 @@ class PatchEmbed(nn.Module):
   dtype: Dtype = jnp.float32
   # PyTorch's Conv2d default init, as timm leaves it for the patch projection.
   kernel_init: Any = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -63,7 +66,8 @@ class PatchEmbed(nn.Module):
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                       (self.embed_dim,), jnp.float32)
     patches = videomae.patchify(x[:, None].astype(self.dtype), p, 1)
-    y = product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype))
+    y = ops.product(patches, kernel.reshape(-1, self.embed_dim).astype(self.dtype),
+                    self.impl)
     return y + bias.astype(self.dtype)
 
 
@@ -79,6 +83,7 @@ class ViT(nn.Module):
     dropout_rate: dropout before the head (rng ``'dropout'``).
     init_values: layer scale (0 = none, as the ImageNet models).
     dtype: compute dtype.
+    impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
   """
   num_classes: int = 1000
   image_size: int = 224
@@ -92,6 +97,7 @@ class ViT(nn.Module):
   dropout_rate: float = 0.0
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -104,34 +110,34 @@ class ViT(nn.Module):
       raise ValueError(f"input frames are {x.shape[2]}x{x.shape[3]} but the model was built "
                        f"for image_size={self.image_size}.")
     batch, time = x.shape[:2]
-    h = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, name="patch_embed")(
-        x.reshape(batch * time, *x.shape[2:]))
+    h = PatchEmbed(self.embed_dim, self.patch_size, self.dtype, impl=self.impl,
+                   name="patch_embed")(x.reshape(batch * time, *x.shape[2:]))
     tokens = (self.image_size // self.patch_size) ** 2
     cls = self.param("cls_token", nn.with_logical_partitioning(
         nn.initializers.normal(1e-6), (None, None, "embed")), (1, 1, self.embed_dim),
         jnp.float32)
     pos = self.param("pos_embed", nn.with_logical_partitioning(
-        nn.initializers.truncated_normal(0.02), (None, None, "embed")),
+        transformer.trunc_normal, (None, None, "embed")),
         (1, 1 + tokens, self.embed_dim), jnp.float32)
     h = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (h.shape[0], 1, h.shape[2])),
                          h], axis=1)
     h = h + pos.astype(self.dtype)
-    h = videomae._blocks(  # pylint: disable=protected-access
+    h = transformer.blocks(
         h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
         drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
-        kernel_init=nn.initializers.truncated_normal(0.02), train=train, qkv_bias=True)
+        kernel_init=transformer.trunc_normal, train=train, impl=self.impl, qkv_bias=True)
     if self.pool == "token":
-      h = videomae._layer_norm(self.dtype, "norm")(h)[:, 0]  # pylint: disable=protected-access
+      h = transformer.layer_norm(self.dtype, "norm")(h)[:, 0]
     else:
-      h = videomae._layer_norm(self.dtype, "fc_norm")(h[:, 1:].mean(axis=1))  # pylint: disable=protected-access
+      h = transformer.layer_norm(self.dtype, "fc_norm")(h[:, 1:].mean(axis=1))
     h = h.reshape(batch, time, -1)
     pooled = h.mean(axis=1)
     self.sow("intermediates", "pre_logits", pooled)
     if not self.num_classes:
       return pooled
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    logits = videomae._head(  # pylint: disable=protected-access
-        self.num_classes, self.dtype, 1.0, "classes", nn.initializers.zeros, "head")(h)
+    logits = transformer.head(self.num_classes, self.dtype, 1.0, "classes",
+                              nn.initializers.zeros, "head", impl=self.impl)(h)
     return logits.mean(axis=1)  # TSN consensus over the T* frames
 
 

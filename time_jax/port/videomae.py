@@ -31,6 +31,7 @@ import numpy as np
 from flax import linen as nn
 
 from time_jax import models
+from time_jax.models import transformer
 from time_jax.models import videomae as vm
 from time_jax.port import common
 
@@ -346,7 +347,7 @@ def hf_config(arch: Arch, model: nn.Module, num_classes: int, image_size: int,
       num_frames=num_frames, tubelet_size=arch.tubelet_size, hidden_size=arch.embed_dim,
       num_hidden_layers=arch.depth, num_attention_heads=model.num_heads,
       intermediate_size=int(arch.embed_dim * arch.mlp_ratio), hidden_act="gelu",
-      layer_norm_eps=vm.LN_EPS, qv_bias=True,
+      layer_norm_eps=transformer.LN_EPS, qv_bias=True,
       use_mean_pooling=arch.use_mean_pooling and not arch.pretrain,
       attn_implementation="eager")
   if arch.pretrain:
@@ -388,7 +389,7 @@ def verify_official(state: Mapping[str, np.ndarray], variables: Mapping[str, Any
   hf.load_state_dict(hf_state, strict=True)
   for mod in hf.modules():
     if isinstance(mod, torch.nn.LayerNorm):
-      mod.eps = vm.LN_EPS
+      mod.eps = transformer.LN_EPS
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((1, frames, size, size, arch.in_chans)).astype(np.float32)
   xt = torch.from_numpy(x.transpose(0, 1, 4, 2, 3).copy())

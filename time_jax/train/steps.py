@@ -11,10 +11,8 @@ explicit shardings and the state donated.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
-import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -173,49 +171,21 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
   return eval_step
 
 
-def _unpatchify(patches: jax.Array, t: int, size: int, patch: int, tubelet: int) -> jax.Array:
-  return einops.rearrange(
-      patches, "b (t h w) (p0 p1 p2 c) -> b (t p0) (h p1) (w p2) c",
-      t=t // tubelet, h=size // patch, w=size // patch, p0=tubelet, p1=patch, p2=patch)
-
-
 def make_pretrain_eval_step(model: nn.Module, config: ml_collections.ConfigDict):
   """Pretraining eval: ``(state, batch, rng) -> (loss [B], original, masked, recon)``.
 
-  The images are ``[B, t_out, H, W, 3]`` in [0, 1]: the input, the input with masked
-  patches greyed out, and the reconstruction (visible patches from the input; with
-  ``norm_pix_loss`` predictions un-normalised with each input patch's mean / std, as
-  the official visualisation).
+  A tube mask drawn from ``rng``, the model, and `videomae.reconstruct`: the images are
+  ``[B, t_out, H, W, 3]`` in [0, 1], the input, the input with masked patches greyed
+  out, and the reconstruction (visible patches from the input).
   """
-  mean = jnp.asarray(config.input.mean, jnp.float32)
-  std = jnp.asarray(config.input.std, jnp.float32)
 
   def eval_step(state: TrainState, batch: Batch, rng: jax.Array):
     x = _inputs(config, batch["frames"])
-    b, t, size = x.shape[0], x.shape[1], x.shape[2]
-    p, tub = model.patch_size, model.tubelet_size
-    mask = _mask(model, config, rng, b)
-    pred = model.apply({"params": state.params}, x, mask, train=False).astype(jnp.float32)
-    targets = videomae.pretrain_targets(
-        x, mask, num_masked=pred.shape[1], patch_size=p, tubelet_size=tub,
+    mask = _mask(model, config, rng, x.shape[0])
+    pred = model.apply({"params": state.params}, x, mask, train=False)
+    return videomae.reconstruct(
+        pred, x, mask, patch_size=model.patch_size, tubelet_size=model.tubelet_size,
         norm_pix_loss=config.pretrain.norm_pix_loss, **_stats(config))
-    loss = jnp.mean(jnp.square(pred - targets), axis=(1, 2))
-    frames = jnp.clip(x.astype(jnp.float32) * std + mean, 0.0, 1.0)
-    patches = videomae.patchify(frames, p, tub)  # [b, tokens, (p0 p1 p2 c)]
-    # masked tokens in increasing order (as the predictions): their positions
-    order = jnp.argsort(mask.astype(jnp.int32), axis=-1, stable=True)[:, -pred.shape[1]:]
-    rows = jnp.arange(b)[:, None]
-    if config.pretrain.norm_pix_loss:
-      v = patches.reshape(*patches.shape[:2], -1, 3)
-      mu = v.mean(-2, keepdims=True)[rows, order]
-      sd = jnp.sqrt(v.var(-2, keepdims=True, ddof=1))[rows, order] + 1e-6
-      pred = (pred.reshape(*pred.shape[:2], -1, 3) * sd + mu).reshape(pred.shape)
-    recon_patches = jnp.zeros_like(patches).at[rows, order].set(pred)
-    m = mask[..., None]
-    recon = jnp.where(m, recon_patches, patches)
-    masked_in = jnp.where(m, 0.5, patches)
-    unp = functools.partial(_unpatchify, t=t, size=size, patch=p, tubelet=tub)
-    return loss, frames, jnp.clip(unp(masked_in), 0, 1), jnp.clip(unp(recon), 0, 1)
 
   return eval_step
 
