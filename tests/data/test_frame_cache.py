@@ -21,7 +21,7 @@ from time_jax.data import frame_cache
 from time_jax.data import pipeline
 from time_jax.data import reference
 from time_jax.data import scenes
-from time_jax.data.base import DecodeError, Record
+from time_jax.data.base import DecodeError, Record, Splits
 
 TOL = 3  # JPEG (quality 90) error on uniform colours, in uint8 steps
 
@@ -280,3 +280,30 @@ def test_fast_decode_equals_pillow_on_real_looking_frames(tmp_path, draft):
   ref = reference.decode_jpegs(payloads, header, draft)
   assert fast.shape == ref.shape
   assert np.abs(fast.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_corrupt_packed_frames_are_bad_files_the_pipeline_replaces(tmp_path):
+  """A JPEG payload damaged on disk reads as DecodeError on the fast path, so the
+  pipeline counts the video and trains on a replacement."""
+  frame_cache.write_packed(_records(4), NumberReader(), str(tmp_path))
+  index = frame_cache.read_index(str(tmp_path))
+  shard = tmp_path / index["shards"][0]
+  recs = list(frame_cache.packed_records(str(tmp_path)))
+  reader = frame_cache.PackedReader()
+  data = reader.read_bytes(recs[1])
+  blob = shard.read_bytes()
+  at = blob.index(data) + len(data) // 2  # inside record 1's frame payloads
+  shard.write_bytes(blob[:at] + bytes(4000) + blob[at + 4000:])
+  with pytest.raises(DecodeError, match="does not decode"):
+    frame_cache.PackedReader().read(recs[1], lambda t: np.arange(t))
+  cfg = ml_collections.ConfigDict(dict(
+      dataset=data_config.dataset_defaults(), input=data_config.input_defaults(),
+      time=dict(n=1, t_out=20, arrangement="spatial"), image_size=16))
+  cfg.input.update(batch_size=2, read_threads=1, temporal_jitter=False)
+  cfg.dataset.max_bad_fraction = 0.5
+  ds, info = pipeline.build(cfg, "train", splits=Splits(recs, recs, ["a", "b", "c"]),
+                            reader=frame_cache.PackedReader())
+  it = iter(ds)
+  seen = sum((next(it)["index"].tolist() for _ in range(6)), [])
+  it.close()
+  assert 1 not in seen and info.monitor.metrics()["input/bad_files"] == 1

@@ -544,8 +544,12 @@ class PackedReader:
     if shard is None:
       error = next((f["error"] for f in index["failed"] if f["record"] == i), "")
       raise DecodeError(f"{record.name}: failed to decode when packed: {error}")
-    return self._reader(os.path.join(split_dir, index["shards"][shard])).read(
-        [position])[0]
+    path = os.path.join(split_dir, index["shards"][shard])
+    try:
+      return self._reader(path).read([position])[0]
+    except RuntimeError as e:  # ArrayRecord checks each chunk's hash: damaged on disk
+      raise DecodeError(f"{record.name}: its packed record in {path} does not decode "
+                        f"({e})") from e
 
   def read(self, record: Record, choose: Chooser) -> np.ndarray:
     """``[k, h, w, c]``: the frames ``choose(T)`` of a packed record.
