@@ -20,7 +20,9 @@ library threads).
   (``input.repeats`` of the recipe) from one decode, evaluation crops sharing a decode.
 
 Rows are training views (fine-tune, pretrain) and evaluation views; ``after/before``
-is the speed-up. The issue's goals at N = 2 per core: packed fine-tuning views >= 25,
+is the speed-up. ``--threads T`` adds the fast path with T read threads in one process
+(wall clips/s, and its ratio to one thread): it scales with the cores only where the
+decoders and warps release the GIL. The issue's goals at N = 2 per core: packed fine-tuning views >= 25,
 pretraining views >= 80, video fine-tuning views >= 12.
 """
 
@@ -97,6 +99,8 @@ def main():
   parser.add_argument("--pretrain-repeats", type=int, default=None,
                       help="override the pretraining recipe's input.repeats")
   parser.add_argument("--skip-before", action="store_true", help="only the fast path")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="also time the fast path with this many read threads")
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     data = args.data
@@ -106,8 +110,9 @@ def main():
       scenes.write_dataset(data, num_videos=args.videos, test_fraction=0.25)
       print(f"generated {args.videos} clips in {time.perf_counter() - start:.0f} s")
     caches = {}
+    threads = f" | {args.threads} threads (x 1 thread)" if args.threads else ""
     print(f"{'views':<9} {'N':>2} {'source':<6} {'repeats':>7} | {'before':>7} "
-          f"{'after':>7} clips/s | {'after/before':>12} | after clips/CPU-s")
+          f"{'after':>7} clips/s | {'after/before':>12} | after clips/CPU-s{threads}")
     for n in args.ns:
       for phase in ("finetune", "pretrain", "eval"):
         config = recipe("pretrain" if phase == "pretrain" else "finetune", n, data,
@@ -130,10 +135,16 @@ def main():
             old.input.repeats = 1
             with before_path():
               before, _ = rate(old, split, args.seconds)
+          scaling = ""
+          if args.threads:
+            many = config.copy_and_resolve_references()
+            many.input.read_threads = args.threads
+            wide, _ = rate(many, split, args.seconds)
+            scaling = f" | {wide:.1f} ({wide / after:.2f})"
           repeats = config.input.repeats if split == "train" else 1
           print(f"{phase:<9} {n:>2} {source:<6} {repeats:>7} | {before:>7.1f} "
-                f"{after:>7.1f}         | {after / before:>12.2f} | {after_cpu:.1f}",
-                flush=True)
+                f"{after:>7.1f}         | {after / before:>12.2f} | {after_cpu:>6.1f}"
+                f"{scaling}", flush=True)
 
 
 if __name__ == "__main__":

@@ -276,6 +276,24 @@ def test_schedules_follow_the_paper(name):
   assert fine.checkpoint.init_from == "../pretrain"
 
 
+@pytest.mark.parametrize("name", [f for f in _config_files()
+                                  if f.endswith("_videomae.py") and f not in OTHERS])
+def test_videomae_input_recipe_as_the_official_scripts(name):
+  """VideoMAE's input ingredients are on where its official scripts use them."""
+  base = config_lib.base_config().input
+  assert (base.repeats, base.random_erase_prob, base.randaugment, base.crop_mode) == (
+      1, 0.0, "", "random_resized")  # all off by default
+  pre = get_config(name, "pretrain")
+  assert pre.input.crop_mode == "multiscale" and not pre.input.flip
+  assert tuple(pre.input.multiscale_scales) == (1.0, 0.875, 0.75, 0.66)
+  assert pre.input.random_erase_prob == 0.0
+  for phase in ("finetune", "k400"):
+    fine = get_config(name, phase)
+    assert fine.input.repeats == 2 and fine.input.random_erase_prob == 0.25
+    assert fine.input.crop_mode == "random_resized"
+    assert tuple(fine.input.crop_scale) == (0.08, 1.0)
+
+
 @pytest.mark.parametrize("name, modality", sorted(PAPER_N))
 def test_best_n_of_table_2(name, modality):
   assert get_config(name, modality).time.n == PAPER_N[(name, modality)]

@@ -214,6 +214,9 @@ def _finetune_schedule(c: ml_collections.ConfigDict, dataset: str) -> None:
   c.input.crop_scale = (0.08, 1.0)  # VideoMAE: RandomResizedCrop's default area range
   # VideoMAE fine-tuning: num_sample 2, two augmented views of every decoded video.
   c.input.repeats = 2
+  # VideoMAE fine-tuning: random erasing with probability 0.25, pixel mode (its reprob,
+  # remode); one box per clip through time is ours (time_jax.train.augment).
+  c.input.random_erase_prob = 0.25
 
 
 def videomae(dataset: str, arg: str | None = None,
@@ -252,6 +255,11 @@ def videomae(dataset: str, arg: str | None = None,
     c.train.mixup_alpha = c.train.cutmix_alpha = 0.0
     c.train.label_smoothing = 0.0
     c.train.eval_every = 0
+    # VideoMAE pretraining views: GroupMultiScaleCrop (scales 1, .875, .75, .66, max
+    # distortion 1), no flip.
+    c.input.crop_mode = "multiscale"
+    c.input.multiscale_scales = (1.0, 0.875, 0.75, 0.66)
+    c.input.flip = False
   else:
     c.mode = "finetune"
     c.model.name = "videomae_b"

@@ -143,3 +143,31 @@ def test_warp_matches_pil_on_real_looking_frames(rotation):
       # box reduction (PIL averages fewer pixels, OpenCV repeats the edge) differ.
       assert diff.mean() <= 1.0, (view, size, diff.mean())
       assert (diff > 3).mean() < 0.002, (view, size, (diff > 3).mean())
+
+
+def test_multiscale_crops_take_the_official_sizes_and_positions():
+  # 240x320 frames, scales 1, .875, .75, .66 of the short side: sides 240, 210, 180, 158;
+  # width and height at most one scale apart; 13 fixed positions on a 4x4 step grid.
+  sides = [240, 210, 180, 158]
+  allowed = {(sides[j], sides[i]) for i in range(4) for j in range(4) if abs(i - j) <= 1}
+  seen_sizes, seen_pos = set(), set()
+  for s in range(600):
+    x0, y0, w, h = T.multiscale_crop_box(np.random.default_rng(s), 240, 320, (112, 112))
+    assert (w, h) in allowed
+    ws, hs = (320 - w) // 4, (240 - h) // 4
+    assert x0 % max(ws, 1) == 0 and y0 % max(hs, 1) == 0
+    assert 0 <= x0 <= 320 - w and 0 <= y0 <= 240 - h
+    seen_sizes.add((w, h))
+    if ws and hs:  # both steps > 0: the position on the grid is readable
+      seen_pos.add((x0 // ws, y0 // hs))
+  assert seen_sizes == allowed and len(allowed) == 10
+  assert seen_pos == {(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+                      (1, 1), (3, 1), (1, 3), (3, 3)}
+  # A side within 3 pixels of the output snaps to it (TSN's rule): 0.75 * 150 = 112.
+  sizes = {T.multiscale_crop_box(np.random.default_rng(s), 150, 200, (114, 114))[2:]
+           for s in range(300)}
+  assert all(114 in (w, h) or (w, h) in {(150, 150), (150, 131), (131, 150), (131, 131),
+                                         (131, 99), (99, 131), (99, 99)} for w, h in sizes)
+  view = T.train_view(np.random.default_rng(0), 240, 320, crop_mode="multiscale",
+                      out_size=(112, 112), flip=False)
+  assert (view.box[2], view.box[3]) in allowed and not view.flip

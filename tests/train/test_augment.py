@@ -50,3 +50,39 @@ def test_prob_zero_leaves_the_batch_alone():
                        cutmix_alpha=1.0, prob=0.0, switch_prob=0.5, smoothing=0.0)
   np.testing.assert_array_equal(out, x)
   np.testing.assert_array_equal(t, np.eye(4))
+
+
+def _erase_stats(prob, batch=4000, size=32):
+  x = jnp.full((batch, 3, size, size, 3), 100.0)  # far from N(0, 1) noise
+  out = np.asarray(jax.jit(lambda k, v: augment.random_erase(k, v, prob=prob))(
+      jax.random.PRNGKey(0), x))
+  return out, np.abs(out - 100.0) > 1e-6
+
+
+def test_random_erase_boxes_follow_timm_statistics_and_hold_through_time():
+  out, erased = _erase_stats(0.25)
+  # The same box in every frame of a clip, and every channel.
+  assert (erased == erased[:, :1]).all() and (erased == erased[..., :1]).all()
+  per_clip = erased[:, 0, :, :, 0]
+  hit = per_clip.any(axis=(1, 2))
+  assert abs(hit.mean() - 0.25) < 0.03  # erased with probability 0.25
+  rows, cols = per_clip.any(axis=2), per_clip.any(axis=1)
+  h, w = rows.sum(1)[hit], cols.sum(1)[hit]
+  area = per_clip.sum(axis=(1, 2))[hit]
+  assert (area == h * w).all()  # one rectangle
+  # timm: area U(0.02, 1/3) of 32² before rounding, aspect in [0.3, 1/0.3].
+  frac = area / 32 ** 2
+  assert frac.min() > 0.01 and frac.max() < 0.37 and abs(frac.mean() - 0.177) < 0.02
+  assert (h / w).min() >= 0.25 and (h / w).max() <= 4.0
+  # Pixel mode: the box holds N(0, 1) noise, different per frame.
+  noise = out[erased]
+  assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1.0) < 0.05
+  first = np.flatnonzero(hit)[0]
+  assert not np.array_equal(out[first, 0][erased[first, 0]], out[first, 1][erased[first, 1]])
+
+
+def test_random_erase_off_is_the_identity():
+  x = jnp.arange(2 * 2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 2, 4, 4, 3)
+  assert augment.random_erase(jax.random.PRNGKey(0), x, prob=0.0) is x
+  out, erased = _erase_stats(1.0, batch=500)
+  assert erased[:, 0, :, :, 0].any(axis=(1, 2)).mean() > 0.97  # nearly always fits

@@ -37,10 +37,10 @@ def _batches(moving, config, n=3):
   return [next(it) for _ in range(n)]
 
 
-def _assert_same(a, b, rtol=1e-5):
+def _assert_same(a, b, rtol=1e-5, atol=1e-6):
   for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
                           jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(y, x, rtol=rtol, atol=1e-6,
+    np.testing.assert_allclose(y, x, rtol=rtol, atol=atol,
                                err_msg=jax.tree_util.keystr(path))
 
 
@@ -107,7 +107,11 @@ def test_resnet_batchnorm_statistics_span_the_global_batch(moving):
   config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, model=1))
   p1, l1, s1 = _run(config, jax.devices()[:1], batches)
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
-  _assert_same(p1, p8, rtol=1e-4)
+  # Adam divides each update by its gradient's running RMS, so a weight whose gradient
+  # is nearly zero turns the float reduction-order noise of 8 devices into update noise
+  # of a few 1e-6 (seen: 3.9e-6 on one of 2 M kernel weights). Unsynchronised
+  # statistics would show in the losses and the batch statistics, compared tightly.
+  _assert_same(p1, p8, rtol=1e-4, atol=1e-5)
   _assert_same(jax.device_get(s1.batch_stats), jax.device_get(s8.batch_stats), rtol=1e-4)
   # the statistics moved away from their initial values
   assert not np.allclose(jax.device_get(s1.batch_stats)["bn1"]["var"], 1.0)

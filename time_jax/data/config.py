@@ -14,6 +14,7 @@ import ml_collections
 
 from time_jax import time_layer
 from time_jax.data import protocols
+from time_jax.data import transforms
 
 SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
 MODALITIES = ("rgb", "depth")
@@ -69,8 +70,19 @@ def input_defaults() -> ml_collections.ConfigDict:
       repeats=1,
       # Training augmentation, one draw per clip on the original frames.
       temporal_jitter=True,  # random frame inside each segment (frame_indices rng)
+      # 'random_resized' (crop_scale, crop_ratio) or 'multiscale' (VideoMAE
+      # pretraining's GroupMultiScaleCrop: sides multiscale_scales x the short side).
+      crop_mode="random_resized",
       crop_scale=(0.25, 1.0),  # random resized crop: area fraction range
       crop_ratio=(3 / 4, 4 / 3),  # random resized crop: aspect ratio range (w / h)
+      multiscale_scales=(1.0, 0.875, 0.75, 0.66),
+      multiscale_max_distort=1,  # width and height scales at most this far apart
+      # timm RandAugment policy, e.g. 'rand-m7-n4-mstd0.5-inc1'; '' = off. One draw
+      # of ops and magnitudes per view, the same on every frame, before the crop.
+      randaugment="",
+      # Random erasing (timm, pixel mode) of one box per clip, on device after
+      # normalisation; 0 = off.
+      random_erase_prob=0.0,
       flip=True,            # horizontal flip; off for direction-sensitive labels
       rotation=0.0,         # max rotation in degrees, uniform in [-rotation, rotation]
       # Evaluation: short side resized to cell / eval_crop_fraction, then crops.
@@ -173,6 +185,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "holds whole videos of `repeats` views).")
   if i.num_workers < 0:
     fail("input.num_workers", f"{i.num_workers} must be >= 0.")
+  if i.crop_mode not in transforms.CROP_MODES:
+    fail("input.crop_mode", f"{i.crop_mode!r}; use one of {transforms.CROP_MODES}.")
+  if not i.multiscale_scales or not all(0 < s <= 1 for s in i.multiscale_scales):
+    fail("input.multiscale_scales", f"{tuple(i.multiscale_scales)}: give scales in "
+         "(0, 1].")
+  if i.multiscale_max_distort < 0:
+    fail("input.multiscale_max_distort", f"{i.multiscale_max_distort} must be >= 0.")
+  if not 0 <= i.random_erase_prob <= 1:
+    fail("input.random_erase_prob", f"{i.random_erase_prob} must be in [0, 1].")
   lo, hi = i.crop_scale
   if not 0 < lo <= hi <= 1:
     fail("input.crop_scale", f"{tuple(i.crop_scale)} must satisfy 0 < lo <= hi <= 1.")

@@ -443,11 +443,16 @@ def short_side_for(config) -> int:
   short side is at least ``sqrt(min(crop_scale))`` of the frame's short side (exactly
   for 4:3 frames at the extreme aspect ratios 3/4 and 4/3 of the default
   ``crop_ratio``); frames with the short side ``>= cell / sqrt(min(crop_scale))``
-  thus never make the crop smaller than the cell it is resized to. Evaluation
-  resizes the short side to ``cell / eval_crop_fraction``, which must also fit.
+  thus never make the crop smaller than the cell it is resized to. Multi-scale crops
+  (``crop_mode='multiscale'``) have sides of at least ``min(multiscale_scales)`` of the
+  short side. Evaluation resizes the short side to ``cell / eval_crop_fraction``, which
+  must also fit.
   """
   cell = config.image_size // config.time.n
-  train = cell / math.sqrt(min(config.input.crop_scale))
+  if config.input.get("crop_mode", "random_resized") == "multiscale":
+    train = cell / min(config.input.multiscale_scales)
+  else:
+    train = cell / math.sqrt(min(config.input.crop_scale))
   evaluation = cell / config.input.eval_crop_fraction
   return int(math.ceil(max(train, evaluation)))
 

@@ -100,6 +100,9 @@ class _Spec:
   crops: int
   max_retries: int
   repeats: int = 1
+  crop_mode: str = "random_resized"
+  multiscale_scales: tuple[float, ...] = transforms.MULTISCALE_SCALES
+  multiscale_max_distort: int = 1
 
   @property
   def frames_shape(self) -> tuple[int, ...]:
@@ -115,7 +118,9 @@ def _spec(config) -> _Spec:
       scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
       rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
       clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries),
-      repeats=int(i.repeats))
+      repeats=int(i.repeats), crop_mode=str(i.crop_mode),
+      multiscale_scales=tuple(float(x) for x in i.multiscale_scales),
+      multiscale_max_distort=int(i.multiscale_max_distort))
 
 
 def _read_check(reader: ClipReader, record: Record, frames, want: int) -> np.ndarray:
@@ -198,8 +203,10 @@ class TrainElement:
     frames = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
     out = np.empty((s.repeats, *s.frames_shape), np.uint8)
     for v in range(s.repeats):
-      view = transforms.train_view(rng, frames.shape[1], frames.shape[2], scale=s.scale,
-                                   ratio=s.ratio, flip=s.flip, rotation=s.rotation)
+      view = transforms.train_view(
+          rng, frames.shape[1], frames.shape[2], scale=s.scale, ratio=s.ratio,
+          flip=s.flip, rotation=s.rotation, crop_mode=s.crop_mode, out_size=s.cell,
+          scales=s.multiscale_scales, max_distort=s.multiscale_max_distort)
       transforms.prepare(frames, view, s.cell, indices=choose.positions(v), out=out[v])
     return {"frames": out, "label": np.full((s.repeats,), record.label, np.int32),
             "index": np.full((s.repeats,), idx, np.int32), _FAILED_KEY: failed}

@@ -8,8 +8,8 @@ factor so the bilinear warp does not alias. Both run in OpenCV's SIMD kernels, w
 release the GIL (the pipeline's read threads run them in parallel), on the window of
 the frame that the view samples, written straight into the output clip.
 
-* Training (`train_view`): random resized crop (area fraction and aspect ranges),
-  horizontal flip, rotation, then resize to the cell size.
+* Training (`train_view`): random resized crop (area fraction and aspect ranges) or
+  VideoMAE's multi-scale crop, horizontal flip, rotation, then resize to the cell size.
 * Evaluation (`eval_view`): short side resized to ``cell / crop_fraction``, then a
   centre crop, or one of 3 crops along the long side (both ends and centre).
 * `clip_indices`: the frames of temporal clip k of K, through `time_layer.frame_indices`.
@@ -116,20 +116,72 @@ def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
   return ((width - w) / 2, (height - h) / 2, float(w), float(h))
 
 
-def train_view(rng: np.random.Generator, height: int, width: int, *,
-               scale: tuple[float, float] = (0.25, 1.0),
-               ratio: tuple[float, float] = (3 / 4, 4 / 3),
-               flip: bool = True, rotation: float = 0.0) -> View:
-  """Draws one training view: random resized crop, flip with p = 1/2, rotation.
+MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)  # VideoMAE's GroupMultiScaleCrop
+
+
+def multiscale_crop_box(rng: np.random.Generator, height: int, width: int,
+                        out_size: tuple[int, int],
+                        scales: tuple[float, ...] = MULTISCALE_SCALES,
+                        max_distort: int = 1) -> tuple[float, float, float, float]:
+  """A crop as VideoMAE's pretraining draws it (TSN's ``GroupMultiScaleCrop``).
+
+  Crop sides are ``int(scale · short side)`` for the given scales (a side within 3
+  pixels of the output side snaps to it); width and height take scales at most
+  ``max_distort`` apart in the list; the crop sits at one of 13 fixed positions (the
+  corners, centre and edge midpoints, and the quarter points of a 4×4 step grid; TSN's
+  ``more_fix_crop``). Choices are uniform over the allowed (w, h) pairs and positions.
 
   Args:
     rng: the element's generator.
     height, width: the original frame size.
-    scale, ratio: crop area fraction and aspect (w/h) ranges.
+    out_size: ``(h, w)`` the crop is resized to (the TIME cell size).
+    scales, max_distort: the official values by default.
+
+  Returns:
+    ``(x0, y0, w, h)`` in pixels.
+  """
+  base = min(height, width)
+  sides = [int(base * s) for s in scales]
+  crop_h = [out_size[0] if abs(x - out_size[0]) < 3 else x for x in sides]
+  crop_w = [out_size[1] if abs(x - out_size[1]) < 3 else x for x in sides]
+  pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w)
+           if abs(i - j) <= max_distort]
+  w, h = pairs[int(rng.integers(len(pairs)))]
+  ws, hs = (width - w) // 4, (height - h) // 4
+  offsets = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+             (1, 1), (3, 1), (1, 3), (3, 3)]
+  ox, oy = offsets[int(rng.integers(len(offsets)))]
+  return float(ox * ws), float(oy * hs), float(w), float(h)
+
+
+CROP_MODES = ("random_resized", "multiscale")
+
+
+def train_view(rng: np.random.Generator, height: int, width: int, *,
+               scale: tuple[float, float] = (0.25, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3),
+               flip: bool = True, rotation: float = 0.0,
+               crop_mode: str = "random_resized", out_size: tuple[int, int] = (0, 0),
+               scales: tuple[float, ...] = MULTISCALE_SCALES,
+               max_distort: int = 1) -> View:
+  """Draws one training view: a crop, flip with p = 1/2, rotation.
+
+  Args:
+    rng: the element's generator.
+    height, width: the original frame size.
+    scale, ratio: ``'random_resized'`` crops: area fraction and aspect (w/h) ranges.
     flip: allow horizontal flips.
     rotation: the angle is uniform in ``[-rotation, rotation]`` degrees.
+    crop_mode: ``'random_resized'`` (`random_resized_crop_box`, fine-tuning) or
+      ``'multiscale'`` (`multiscale_crop_box`, VideoMAE pretraining).
+    out_size, scales, max_distort: ``'multiscale'`` crops (see there).
   """
-  box = random_resized_crop_box(rng, height, width, scale, ratio)
+  if crop_mode == "multiscale":
+    box = multiscale_crop_box(rng, height, width, out_size, scales, max_distort)
+  elif crop_mode == "random_resized":
+    box = random_resized_crop_box(rng, height, width, scale, ratio)
+  else:
+    raise ValueError(f"train_view: crop_mode {crop_mode!r}; use one of {CROP_MODES}.")
   do_flip = bool(flip and rng.random() < 0.5)
   angle = float(rng.uniform(-rotation, rotation)) if rotation > 0 else 0.0
   return View(box, do_flip, angle)

@@ -1,4 +1,4 @@
-"""On-device mixup / cutmix with label smoothing (timm ``Mixup``, batch mode), for clips.
+"""On-device clip augmentation: mixup / cutmix with label smoothing, random erasing.
 
 Runs inside the jitted train step on the arranged, normalised clips. As timm's
 ``Mixup(mode='batch')`` used by the VideoMAE fine-tuning scripts: with probability
@@ -8,6 +8,9 @@ probability ``switch_prob`` (when both alphas are > 0) or else by mixup;
 frame) is clipped to the image and ``lam`` corrected to the pasted area; targets are
 ``lam · smooth(y) + (1 - lam) · smooth(y.flip(0))`` with smoothing ``ε``:
 ``1 - ε + ε/C`` on the class, ``ε/C`` elsewhere.
+
+`random_erase` is timm's ``RandomErasing`` in pixel mode, after normalisation (its
+noise is N(0, 1) in the normalised space), one box per clip.
 """
 
 from __future__ import annotations
@@ -73,3 +76,52 @@ def mix(key: jax.Array, x: jax.Array, labels: jax.Array, *, num_classes: int,
   x = jnp.where(apply, jnp.where(use_cutmix, cut, mixed_up), x)
   targets = lam * targets + (1.0 - lam) * targets[::-1]
   return x, targets
+
+
+def random_erase(key: jax.Array, x: jax.Array, *, prob: float,
+                 min_area: float = 0.02, max_area: float = 1 / 3,
+                 min_aspect: float = 0.3, attempts: int = 10) -> jax.Array:
+  """Random erasing, pixel mode (timm ``RandomErasing(mode='pixel')``), one box a clip.
+
+  Each clip is erased with probability ``prob``: a box of area ``U(min_area,
+  max_area)`` of the frame and aspect ``exp(U(log a, -log a))`` (``a = min_aspect``),
+  placed uniformly, the first of ``attempts`` draws that fits (none fits: no erasing,
+  as timm), filled with N(0, 1) noise per pixel and channel: the clip is normalised, so
+  the noise is in the normalised space as timm's. The box is the same in every frame of
+  the clip. (VideoMAE passes its ``[T, C, H, W]`` clip to timm, which then erases every
+  frame on its own; one box through time is ours.)
+
+  Args:
+    key: PRNG key.
+    x: normalised clips ``[batch, time, H, W, c]``.
+    prob: probability that a clip is erased.
+    min_area, max_area, min_aspect, attempts: timm's defaults.
+
+  Returns:
+    ``x`` with the erased boxes, same shape and dtype.
+  """
+  if prob <= 0:
+    return x
+  batch, _, height, width, _ = x.shape
+  k_apply, k_area, k_aspect, k_y, k_x, k_noise = jax.random.split(key, 6)
+  area = jax.random.uniform(k_area, (batch, attempts), minval=min_area,
+                            maxval=max_area) * height * width
+  log_a = jnp.log(min_aspect)
+  aspect = jnp.exp(jax.random.uniform(k_aspect, (batch, attempts), minval=log_a,
+                                      maxval=-log_a))
+  h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+  w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+  fits = (h < height) & (w < width)
+  first = jnp.argmax(fits, axis=1)  # the first attempt that fits
+  rows = jnp.arange(batch)
+  h, w, any_fit = h[rows, first], w[rows, first], fits[rows, first]
+  top = (jax.random.uniform(k_y, (batch,)) * (height - h + 1)).astype(jnp.int32)
+  left = (jax.random.uniform(k_x, (batch,)) * (width - w + 1)).astype(jnp.int32)
+  erase = any_fit & (jax.random.uniform(k_apply, (batch,)) < prob)
+  ys = jnp.arange(height)[None, :, None]
+  xs = jnp.arange(width)[None, None, :]
+  box = ((ys >= top[:, None, None]) & (ys < (top + h)[:, None, None])
+         & (xs >= left[:, None, None]) & (xs < (left + w)[:, None, None])
+         & erase[:, None, None])  # [batch, H, W]
+  noise = jax.random.normal(k_noise, x.shape, jnp.float32).astype(x.dtype)
+  return jnp.where(box[:, None, :, :, None], noise, x)

@@ -91,12 +91,16 @@ def _apply_update(state: TrainState, tx: optax.GradientTransformation, grads, ba
 
 def make_finetune_step(model: nn.Module, config: ml_collections.ConfigDict,
                        tx: optax.GradientTransformation, num_classes: int):
-  """The classification step (mixup/cutmix, label smoothing, drop path, dropout)."""
+  """The classification step (random erasing, mixup/cutmix, label smoothing, drop path,
+  dropout)."""
   t = config.train
+  erase_prob = float(config.input.get("random_erase_prob", 0.0))
 
   def loss_and_aux(params, batch_stats, batch, rng):
     k_mix, k_drop, k_path = jax.random.split(rng, 3)
     x = _inputs(config, batch["frames"])
+    # Per clip, as the data transform of timm / VideoMAE, before the batch is mixed.
+    x = augment.random_erase(jax.random.fold_in(rng, 1), x, prob=erase_prob)
     x, targets = augment.mix(
         k_mix, x, batch["label"], num_classes=num_classes, mixup_alpha=t.mixup_alpha,
         cutmix_alpha=t.cutmix_alpha, prob=t.mixup_prob, switch_prob=t.mixup_switch_prob,
