@@ -122,8 +122,9 @@ def test_each_frame_is_augmented_alone_by_the_same_draw(clip):
 
 
 def test_chained_draws_match_timm_in_order(clip, monkeypatch):
-  # A whole VideoMAE policy draw, op after op, through timm. With bilinear warps every
-  # op is within a grey level of timm's; a later histogram op can only remap those.
+  # Whole draws of VideoMAE's policy, op after op, through timm. With bilinear warps
+  # (each within a grey level of Pillow's) the chains agree but for a few pixels that
+  # a later op remaps (here: mean < 0.001, at most 2 levels apart).
   augment = ra.RandAugment("rand-m7-n4-mstd0.5-inc1-p1.0", interpolation="bilinear",
                            fill=_FILL)
   for seed in range(8):
@@ -136,7 +137,7 @@ def test_chained_draws_match_timm_in_order(clip, monkeypatch):
     if not any(op.name in ra._GEOMETRY for op in ops):  # pylint: disable=protected-access
       assert diff.max() == 0, ops
     else:
-      assert diff.mean() <= 0.2 and np.mean(diff > 2) <= 0.002, ops
+      assert diff.mean() <= 0.05 and np.mean(diff > 2) <= 0.001, ops
 
 
 # ----------------------------------------------------------------------------------
@@ -271,6 +272,8 @@ def test_apply_checks_its_input(clip):
   assert augment.apply(clip, []) is clip
   with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\]"):
     augment.apply(clip[0], [ra.Op("Invert", 0.0)])
+  with pytest.raises(ValueError, match="unknown op 'Cutout'"):
+    augment.apply(clip, [ra.Op("Cutout", 5.0)])
   with pytest.raises(ValueError, match="resample"):
     augment.apply(clip, [ra.Op("Rotate", 5.0)])
   with pytest.raises(ValueError, match="interpolation"):

@@ -266,6 +266,9 @@ class RandAugment:
       raise ValueError(f"RandAugment.apply: expected uint8 [T, H, W, 3], got "
                        f"{frames.dtype} {frames.shape}.")
     for op in ops:
+      if op.name not in _LEVELS:
+        raise ValueError(f"RandAugment.apply: unknown op {op.name!r}; expected one of "
+                         f"{sorted(_LEVELS)}.")
       frames = np.ascontiguousarray(frames)
       if op.name in _GEOMETRY:
         if op.resample not in ("bilinear", "bicubic"):
