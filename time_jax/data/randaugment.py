@@ -1,0 +1,569 @@
+"""RandAugment for clips: timm's policy strings and op set, one draw per clip.
+
+VideoMAE fine-tunes with ``--aa rand-m7-n4-mstd0.5-inc1``: timm's ``rand_augment_transform``
+on the PIL frames of a clip, before the random resized crop, with one random draw per clip
+(which ops, their magnitudes, signs and resampling) applied to every frame. This module
+does the same on uint8 numpy clips without PIL: `draw` makes the random choices from the
+element's ``np.random.Generator`` (so results do not depend on worker count), and
+`RandAugment.apply` runs them on all frames of the clip:
+
+    augment = RandAugment("rand-m7-n4-mstd0.5-inc1")
+    frames = augment.apply(frames, augment.draw(rng))  # uint8 [T, H, W, 3] -> same
+
+What each op computes is Pillow's (as timm calls it), reproduced with OpenCV and numpy:
+
+* Invert, Posterize, Solarize, SolarizeAdd, Brightness: one lookup table for the clip.
+* AutoContrast, Equalize, Contrast: one table per frame (and channel), from that frame's
+  histogram or grey mean, as ``ImageOps`` / ``ImageEnhance`` compute them.
+* Color, Sharpness: ``Image.blend`` of the frame with its grey version / its
+  ``ImageFilter.SMOOTH`` version, in Pillow's float32 arithmetic.
+  All of the above equal Pillow's output exactly.
+* Rotate, ShearX/Y, TranslateX/YRel: ``Image.transform(AFFINE)``'s sampling positions,
+  edge handling and fill, by ``cv2.warpAffine`` in float32, truncated to uint8 as Pillow
+  does. Bilinear results are within one grey level of Pillow's. OpenCV's bicubic kernel
+  is Keys' with a = -0.75 where Pillow's affine bicubic uses a = -1, so bicubic results
+  differ by a few grey levels at hard edges (see the tests for the bounds).
+
+Defaults are what VideoMAE passes to timm (``create_random_augment``): the fill is timm's
+``_FILL`` grey (128, 128, 128), since VideoMAE passes no ``img_mean``; the resampling is
+bicubic (``--train_interpolation bicubic``; 'random' is timm's own default, a draw between
+bilinear and bicubic). VideoMAE's ``translate_const`` (0.45 of the crop size) only feeds
+timm's absolute-pixel TranslateX/Y, which no RandAugment op set contains; the relative
+translations move by 0.45·magnitude/10 of the frame's own width or height.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import cv2
+import numpy as np
+
+# timm.data.auto_augment's RandAugment op sets (_RAND_TRANSFORMS, _RAND_INCREASING_TRANSFORMS)
+# and its 'weights' choice set (_RAND_WEIGHTED_0, which uses the increasing ops).
+OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize",
+       "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
+       "TranslateXRel", "TranslateYRel")
+INCREASING_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
+                  "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing",
+                  "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing",
+                  "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+WEIGHTS = {"Rotate": 3, "ShearX": 2, "ShearY": 2, "TranslateXRel": 1, "TranslateYRel": 1,
+           "ColorIncreasing": .25, "SharpnessIncreasing": 0.25, "AutoContrast": 0.25,
+           "SolarizeIncreasing": .05, "SolarizeAdd": .05, "ContrastIncreasing": .05,
+           "BrightnessIncreasing": .05, "Equalize": .05, "PosterizeIncreasing": 0.05,
+           "Invert": 0.05}
+
+FILL = (128, 128, 128)  # timm's _FILL: the fill when hparams carry no 'img_mean'
+INTERPOLATIONS = ("bilinear", "bicubic", "random")
+_LEVEL_DENOM = 10.0  # timm: magnitude M means level M / 10 of each op's range
+_TRANSLATE_PCT = 0.45  # timm's default 'translate_pct' for the relative translations
+
+_GRAMMAR = ("rand-m<int>-n<int>-mstd<float>-mmax<int>-inc<0|1>-p<float>-tweights, "
+            "sections after 'rand' in any order, each optional")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """A parsed RandAugment policy string (timm's defaults where a section is absent).
+
+  Attributes:
+    magnitude: M, the op strength on timm's 0..10 scale ('m', default 10).
+    num_ops: ops drawn per clip ('n', default 2).
+    prob: probability that each drawn op is applied ('p', default 0.5).
+    magnitude_std: std of gaussian noise on M per op ('mstd', default 0); ``inf`` (timm:
+      any mstd > 100) draws M' uniformly from [0, M] instead.
+    magnitude_max: upper clip of the drawn magnitude ('mmax', default 10).
+    increasing: use the op set whose severity increases with M ('inc1').
+    weighted: draw from timm's 'weights' set with its weights, without replacement
+      ('tweights'); otherwise uniformly with replacement.
+  """
+  magnitude: int = 10
+  num_ops: int = 2
+  prob: float = 0.5
+  magnitude_std: float = 0.0
+  magnitude_max: int = 10
+  increasing: bool = False
+  weighted: bool = False
+
+  @property
+  def ops(self) -> tuple[str, ...]:
+    """The op names that draws choose from."""
+    if self.weighted:
+      return tuple(WEIGHTS)
+    return INCREASING_OPS if self.increasing else OPS
+
+  @property
+  def weights(self) -> np.ndarray | None:
+    """float64 ``[len(ops)]`` choice probabilities, or None for uniform choice."""
+    if not self.weighted:
+      return None
+    w = np.array(list(WEIGHTS.values()), np.float64)
+    return w / w.sum()
+
+
+def _bad(policy: str, token: str, why: str) -> ValueError:
+  return ValueError(f"RandAugment policy {policy!r}: {why} in section {token!r}; expected "
+                    f"{_GRAMMAR}, e.g. 'rand-m7-n4-mstd0.5-inc1'.")
+
+
+# key: (Policy field, reader, check of the value, what the check asks)
+_SECTIONS = {
+    "m": ("magnitude", int, lambda v: v >= 0, "m must be >= 0"),
+    "n": ("num_ops", int, lambda v: v >= 0, "n must be >= 0"),
+    "p": ("prob", float, lambda v: 0.0 <= v <= 1.0, "p must lie in [0, 1]"),
+    "mstd": ("magnitude_std", float, lambda v: v >= 0.0, "mstd must be >= 0"),
+    "mmax": ("magnitude_max", int, lambda v: v > 0, "mmax must be > 0"),
+    "inc": ("increasing", lambda v: {"0": False, "1": True}[v], lambda v: True,
+            "inc takes 0 or 1"),
+}
+
+
+def parse(policy: str) -> Policy:
+  """Parses timm's RandAugment string, e.g. ``'rand-m7-n4-mstd0.5-inc1'``.
+
+  Sections as in timm's ``rand_augment_transform``: m (int magnitude), n (int ops per
+  clip), mstd (float magnitude std; > 100 means uniform), mmax (int magnitude clip),
+  inc (0/1 increasing op set), p (float op probability), t (op set: only 'tweights').
+  Where timm silently skips a section it cannot read, or lets a repeated section win
+  by position, this raises.
+
+  Raises:
+    ValueError: naming the bad section and the expected form.
+  """
+  sections = policy.split("-")
+  if sections[0] != "rand":
+    raise _bad(policy, sections[0], "the policy must start with 'rand'")
+  fields, seen = {}, set()
+  for token in sections[1:]:
+    if token.startswith("t"):  # timm: a section starting with 't' names the op set
+      key, value = "t", token[1:]
+    else:  # timm: the key runs up to the first digit
+      key, value = re.fullmatch(r"([a-z]*)(.*)", token).groups()
+    if key in seen:
+      raise _bad(policy, token, f"'{key}' is given twice")
+    seen.add(key)
+    if key == "t":
+      if value != "weights":
+        raise _bad(policy, token, "the only op set supported is 'weights' (timm's '3a' "
+                   "and '3aw' need ops not implemented here: Desaturate, GaussianBlur)")
+      fields["weighted"] = True
+      continue
+    if key == "w":
+      raise _bad(policy, token, "'w' (weight index) was removed from timm; use 'tweights'")
+    if key not in _SECTIONS:
+      raise _bad(policy, token, f"unknown key {key!r}")
+    field, read, check, rule = _SECTIONS[key]
+    try:
+      fields[field] = read(value)
+    except (KeyError, ValueError):
+      raise _bad(policy, token, f"cannot read {value!r} as '{key}' ({rule})") from None
+    if not check(fields[field]):
+      raise _bad(policy, token, rule)
+  if fields.get("magnitude_std", 0.0) > 100:  # timm: uniform magnitudes
+    fields["magnitude_std"] = math.inf
+  p = Policy(**fields)
+  if p.weighted and p.num_ops > len(WEIGHTS):
+    raise _bad(policy, f"n{p.num_ops}", f"tweights draws without replacement, so n must "
+               f"be <= {len(WEIGHTS)}")
+  return p
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """One drawn op, applied alike to every frame of a clip.
+
+  Attributes:
+    name: timm's op name (one of `OPS`, `INCREASING_OPS`).
+    magnitude: the drawn magnitude, on timm's 0..10 scale, after noise and clipping.
+    negate: the drawn sign of signed ops (Rotate, Shear*, Translate*, *Increasing
+      enhancements): negates timm's level argument.
+    resample: 'bilinear' or 'bicubic' for geometric ops, None for the others.
+  """
+  name: str
+  magnitude: float
+  negate: bool = False
+  resample: str | None = None
+
+  @property
+  def arg(self):
+    """timm's argument of the op function (``LEVEL_TO_ARG[name]``), or None."""
+    level = _LEVELS[self.name][0]
+    return None if level is None else level(self.magnitude, self.negate)
+
+
+class RandAugment:
+  """timm's RandAugment on uint8 clips: `draw` per clip, then `apply` to all frames.
+
+  Args:
+    policy: a timm policy string (see `parse`) or a `Policy`.
+    interpolation: resampling of the geometric ops: 'bicubic' (VideoMAE's
+      ``--train_interpolation``), 'bilinear', or 'random' (drawn per op and clip
+      between the two: timm's default when hparams set no interpolation).
+    fill: RGB of the pixels that geometric ops bring in from outside the frame
+      (timm's ``img_mean`` hparam; VideoMAE leaves timm's grey default).
+  """
+
+  def __init__(self, policy: str | Policy, *, interpolation: str = "bicubic",
+               fill: tuple[int, int, int] = FILL):
+    self.policy = parse(policy) if isinstance(policy, str) else policy
+    if interpolation not in INTERPOLATIONS:
+      raise ValueError(f"RandAugment interpolation {interpolation!r}: expected one of "
+                       f"{INTERPOLATIONS}.")
+    if len(fill) != 3 or not all(0 <= int(v) <= 255 for v in fill):
+      raise ValueError(f"RandAugment fill {fill!r}: expected 3 integers in [0, 255].")
+    self.interpolation = interpolation
+    self.fill = tuple(int(v) for v in fill)
+
+  def draw(self, rng: np.random.Generator) -> list[Op]:
+    """The clip's random choices, as timm's RandAugment and AugmentOp make them.
+
+    ``num_ops`` op names are chosen (uniformly with replacement; with 'tweights' by
+    weight without replacement); each is kept with probability ``prob``; a kept op gets
+    magnitude ``M + N(0, mstd)`` (uniform in [0, M] for infinite mstd) clipped to
+    ``[0, mmax]``, a random sign if signed, and a resampling if geometric.
+
+    Returns:
+      The ops to apply, in order (skipped ops are left out).
+    """
+    p = self.policy
+    names = p.ops
+    chosen = rng.choice(len(names), size=p.num_ops, replace=p.weights is None,
+                        p=p.weights)
+    ops = []
+    for index in chosen:
+      if p.prob < 1.0 and rng.random() > p.prob:
+        continue
+      magnitude = float(p.magnitude)
+      if p.magnitude_std == math.inf:
+        magnitude = float(rng.uniform(0.0, magnitude))
+      elif p.magnitude_std > 0:
+        magnitude = float(rng.normal(magnitude, p.magnitude_std))
+      magnitude = max(0.0, min(magnitude, float(p.magnitude_max)))
+      name = names[index]
+      negate = bool(_LEVELS[name][1] and rng.random() > 0.5)
+      resample = None
+      if name in _GEOMETRY:
+        resample = self.interpolation
+        if resample == "random":
+          resample = ("bilinear", "bicubic")[rng.integers(2)]
+      ops.append(Op(name, magnitude, negate, resample))
+    return ops
+
+  def apply(self, frames: np.ndarray, ops: list[Op]) -> np.ndarray:
+    """Applies ``ops`` in order to every frame.
+
+    Args:
+      frames: uint8 ``[T, H, W, 3]`` RGB.
+      ops: from `draw` (or built by hand).
+
+    Returns:
+      uint8 ``[T, H, W, 3]``: a new array, or ``frames`` itself when ``ops`` is empty.
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"RandAugment.apply: expected uint8 [T, H, W, 3], got "
+                       f"{frames.dtype} {frames.shape}.")
+    for op in ops:
+      if op.name not in _LEVELS:
+        raise ValueError(f"RandAugment.apply: unknown op {op.name!r}; expected one of "
+                         f"{sorted(_LEVELS)}.")
+      frames = np.ascontiguousarray(frames)
+      if op.name in _GEOMETRY:
+        if op.resample not in ("bilinear", "bicubic"):
+          raise ValueError(f"RandAugment.apply: {op} needs resample 'bilinear' or "
+                           "'bicubic'.")
+        coeffs = _GEOMETRY[op.name](frames.shape[1], frames.shape[2], op.arg)
+        frames = _affine(frames, coeffs, op.resample, self.fill)
+      else:
+        frames = _COLOUR[op.name](frames, op.arg)
+    return frames
+
+  def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``apply(frames, draw(rng))``."""
+    return self.apply(frames, self.draw(rng))
+
+
+# ----------------------------------------------------------------------------------
+# Magnitude -> argument: timm's LEVEL_TO_ARG, term for term (same float results).
+# ----------------------------------------------------------------------------------
+
+def _signed(value, negate):
+  return -value if negate else value
+
+
+def _enhance(m, _):
+  return (m / _LEVEL_DENOM) * 1.8 + 0.1
+
+
+def _enhance_increasing(m, negate):
+  # The factor moves from 1 (no change) by 0.9·m/10 either way, kept >= 0.1.
+  return max(0.1, 1.0 + _signed((m / _LEVEL_DENOM) * .9, negate))
+
+
+def _posterize_bits(m, _):
+  return int((m / _LEVEL_DENOM) * 4)
+
+
+def _solarize_threshold(m, _):
+  return min(256, int((m / _LEVEL_DENOM) * 256))
+
+
+def _shear(m, negate):
+  return _signed((m / _LEVEL_DENOM) * 0.3, negate)
+
+
+def _translate_rel(m, negate):
+  return _signed((m / _LEVEL_DENOM) * _TRANSLATE_PCT, negate)
+
+
+# name: ((magnitude, negate) -> timm's argument, or None; whether a sign is drawn)
+_LEVELS = {
+    "AutoContrast": (None, False),
+    "Equalize": (None, False),
+    "Invert": (None, False),
+    "Rotate": (lambda m, negate: _signed((m / _LEVEL_DENOM) * 30., negate), True),
+    "Posterize": (_posterize_bits, False),
+    "PosterizeIncreasing": (lambda m, _: 4 - _posterize_bits(m, _), False),
+    "Solarize": (_solarize_threshold, False),
+    "SolarizeIncreasing": (lambda m, _: 256 - _solarize_threshold(m, _), False),
+    "SolarizeAdd": (lambda m, _: min(128, int((m / _LEVEL_DENOM) * 110)), False),
+    "Color": (_enhance, False),
+    "ColorIncreasing": (_enhance_increasing, True),
+    "Contrast": (_enhance, False),
+    "ContrastIncreasing": (_enhance_increasing, True),
+    "Brightness": (_enhance, False),
+    "BrightnessIncreasing": (_enhance_increasing, True),
+    "Sharpness": (_enhance, False),
+    "SharpnessIncreasing": (_enhance_increasing, True),
+    "ShearX": (_shear, True),
+    "ShearY": (_shear, True),
+    "TranslateXRel": (_translate_rel, True),
+    "TranslateYRel": (_translate_rel, True),
+}
+
+
+# ----------------------------------------------------------------------------------
+# Colour ops: Pillow's ImageOps / ImageEnhance, exactly.
+# ----------------------------------------------------------------------------------
+
+def _lut(frames: np.ndarray, lut) -> np.ndarray:
+  """uint8 ``[T, H, W, 3]`` through one table ``[256]`` (all channels, all frames)."""
+  t, h, w, c = frames.shape
+  return cv2.LUT(frames.reshape(t * h, w, c), np.asarray(lut, np.uint8)).reshape(
+      frames.shape)
+
+
+def _frame_luts(frames: np.ndarray, luts: np.ndarray) -> np.ndarray:
+  """uint8 ``[T, H, W, 3]`` through per-frame, per-channel tables ``[T, 3, 256]``."""
+  out = np.empty_like(frames)
+  for i, lut in enumerate(luts):
+    cv2.LUT(frames[i], np.ascontiguousarray(lut.T[None]), dst=out[i])
+  return out
+
+
+def _histograms(frame: np.ndarray) -> np.ndarray:
+  """int64 ``[3, 256]``: counts per channel of one ``[H, W, 3]`` frame."""
+  # calcHist counts in float32: exact below 2**24 pixels a frame.
+  return np.stack([cv2.calcHist([frame], [c], None, [256], (0, 256)).reshape(256)
+                   for c in range(3)]).astype(np.int64)
+
+
+def _blend(degenerate: np.ndarray, image: np.ndarray, factor: float) -> np.ndarray:
+  """``Image.blend(degenerate, image, factor)`` as Pillow's C code computes it.
+
+  ``uint8(clip(d + f·(x - d), 0, 255))`` in float32 (``f`` rounded to float32 first),
+  the cast truncating. Both uint8 of one shape.
+  """
+  f = float(np.float32(factor))
+  diff = cv2.subtract(image, degenerate, dtype=cv2.CV_32F)  # exact integers
+  value = cv2.add(cv2.multiply(diff, (f, f, f, f)), degenerate, dtype=cv2.CV_32F)
+  if not 0.0 <= f <= 1.0:  # an extrapolation can leave [0, 255]
+    np.clip(value, 0, 255, out=value)
+  return value.astype(np.uint8)
+
+
+def _blend_lut(grey: int, factor: float) -> np.ndarray:
+  """uint8 ``[256]``: `_blend` of every value with a constant degenerate ``grey``."""
+  values = np.arange(256, dtype=np.uint8)
+  return _blend(np.full(256, grey, np.uint8), values, factor).reshape(256)
+
+
+_GREY_WEIGHTS = np.array([[19595, 38470, 7471, 0x8000]], np.float32)
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+  """uint8 ``[H, W]``: Pillow's RGB -> L, ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``."""
+  # Every partial sum is an integer below 2**24, so float32 holds it exactly.
+  total = cv2.transform(frame.astype(np.float32), _GREY_WEIGHTS)
+  return (total * np.float32(1 / 65536)).astype(np.uint8)
+
+
+def _invert(frames, _):
+  return _lut(frames, np.arange(255, -1, -1))
+
+
+def _posterize(frames, bits):
+  # timm keeps the image from 8 bits on; Pillow 13 refuses bits < 1, where earlier
+  # Pillows (and this) keep no bit: black.
+  mask = 0xFF if bits >= 8 else ~(2 ** (8 - bits) - 1) & 0xFF if bits > 0 else 0
+  return _lut(frames, np.arange(256) & mask)
+
+
+def _solarize(frames, threshold):
+  values = np.arange(256)
+  return _lut(frames, np.where(values < threshold, values, 255 - values))
+
+
+def _solarize_add(frames, add, threshold=128):
+  values = np.arange(256)
+  return _lut(frames, np.where(values < threshold, np.minimum(255, values + add), values))
+
+
+def _autocontrast(frames, _):
+  """``ImageOps.autocontrast`` (cutoff 0): each channel's [min, max] -> [0, 255]."""
+  luts = np.empty((len(frames), 3, 256), np.uint8)
+  values = np.arange(256)
+  for i, frame in enumerate(frames):
+    for c, hist in enumerate(_histograms(frame)):
+      present = np.flatnonzero(hist)
+      lo, hi = present[0], present[-1]
+      if hi <= lo:
+        luts[i, c] = values
+      else:
+        scale = 255.0 / (hi - lo)
+        offset = -lo * scale
+        luts[i, c] = np.clip(np.trunc(values * scale + offset), 0, 255)
+  return _frame_luts(frames, luts)
+
+
+def _equalize(frames, _):
+  """``ImageOps.equalize``: each channel's cumulative histogram as the table."""
+  luts = np.empty((len(frames), 3, 256), np.uint8)
+  values = np.arange(256)
+  for i, frame in enumerate(frames):
+    for c, hist in enumerate(_histograms(frame)):
+      present = hist[hist > 0]
+      step = (present.sum() - present[-1]) // 255
+      if len(present) <= 1 or not step:
+        luts[i, c] = values
+      else:
+        below = np.concatenate([[0], np.cumsum(hist)[:-1]])
+        luts[i, c] = np.minimum((step // 2 + below) // step, 255)
+  return _frame_luts(frames, luts)
+
+
+def _color(frames, factor):
+  """``ImageEnhance.Color``: blend with the frame's grey version."""
+  out = np.empty_like(frames)
+  for i, frame in enumerate(frames):
+    out[i] = _blend(cv2.cvtColor(_grey(frame), cv2.COLOR_GRAY2RGB), frame, factor)
+  return out
+
+
+def _contrast(frames, factor):
+  """``ImageEnhance.Contrast``: blend with the frame's mean grey, rounded."""
+  luts = np.empty((len(frames), 3, 256), np.uint8)
+  for i, frame in enumerate(frames):
+    grey = _grey(frame)
+    luts[i] = _blend_lut(int(grey.sum(dtype=np.int64) / grey.size + 0.5), factor)
+  return _frame_luts(frames, luts)
+
+
+def _brightness(frames, factor):
+  """``ImageEnhance.Brightness``: blend with black."""
+  return _lut(frames, _blend_lut(0, factor))
+
+
+_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
+
+
+def _sharpness(frames, factor):
+  """``ImageEnhance.Sharpness``: blend with ``ImageFilter.SMOOTH`` of the frame.
+
+  Pillow's 3x3 filter rounds ``S / 13`` to nearest (S the integer weighted sum, never a
+  tie) and copies the outermost rows and columns; ``filter2D``'s float sum rounds the
+  same, being far closer than 1/26 to ``S / 13``.
+  """
+  out = np.empty_like(frames)
+  for i, frame in enumerate(frames):
+    smooth = cv2.filter2D(frame, -1, _SMOOTH)
+    smooth[[0, -1]] = frame[[0, -1]]
+    smooth[:, [0, -1]] = frame[:, [0, -1]]
+    out[i] = _blend(smooth, frame, factor)
+  return out
+
+
+_COLOUR = {
+    "AutoContrast": _autocontrast,
+    "Equalize": _equalize,
+    "Invert": _invert,
+    "Posterize": _posterize,
+    "PosterizeIncreasing": _posterize,
+    "Solarize": _solarize,
+    "SolarizeIncreasing": _solarize,
+    "SolarizeAdd": _solarize_add,
+    "Color": _color,
+    "ColorIncreasing": _color,
+    "Contrast": _contrast,
+    "ContrastIncreasing": _contrast,
+    "Brightness": _brightness,
+    "BrightnessIncreasing": _brightness,
+    "Sharpness": _sharpness,
+    "SharpnessIncreasing": _sharpness,
+}
+
+
+# ----------------------------------------------------------------------------------
+# Geometric ops: Pillow's Image.transform(AFFINE) by cv2.warpAffine.
+# ----------------------------------------------------------------------------------
+
+def _rotate(height, width, degrees):
+  """``Image.rotate(degrees)``'s affine data (counter-clockwise about the centre)."""
+  angle = -math.radians(degrees % 360.0)
+  a, b = round(math.cos(angle), 15), round(math.sin(angle), 15)
+  d, e = round(-math.sin(angle), 15), round(math.cos(angle), 15)
+  cx, cy = width / 2, height / 2
+  return (a, b, a * -cx + b * -cy + 0.0 + cx, d, e, d * -cx + e * -cy + 0.0 + cy)
+
+
+# name: (height, width, timm's argument) -> Pillow's AFFINE data (a, b, c, d, e, f):
+# output pixel centre (x, y) samples the source at (a·x + b·y + c, d·x + e·y + f).
+_GEOMETRY = {
+    "Rotate": _rotate,
+    "ShearX": lambda h, w, factor: (1, factor, 0, 0, 1, 0),
+    "ShearY": lambda h, w, factor: (1, 0, 0, factor, 1, 0),
+    "TranslateXRel": lambda h, w, pct: (1, 0, pct * w, 0, 1, 0),
+    "TranslateYRel": lambda h, w, pct: (1, 0, 0, 0, 1, pct * h),
+}
+
+
+def _affine(frames: np.ndarray, coeffs, resample: str,
+            fill: tuple[int, int, int]) -> np.ndarray:
+  """``Image.transform(size, AFFINE, coeffs, resample, fillcolor=fill)`` on every frame.
+
+  Pillow samples at pixel-edge coordinates ``(x + 1/2, y + 1/2)``; a sample outside
+  ``[0, W) x [0, H)`` takes the fill, one inside reads its neighbours clamped to the
+  frame (OpenCV's BORDER_REPLICATE). Interpolation is in float32, truncated to uint8
+  like Pillow's cast.
+  """
+  t, h, w, _ = frames.shape
+  a, b, c, d, e, f = coeffs
+  # OpenCV's pixel centres are at integers: shift both sides by half a pixel.
+  matrix = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]])
+  ys, xs = np.mgrid[:h, :w] + 0.5
+  sx, sy = a * xs + b * ys + c, d * xs + e * ys + f
+  outside = (sx < 0) | (sx >= w) | (sy < 0) | (sy >= h)
+  flags = cv2.WARP_INVERSE_MAP | (cv2.INTER_CUBIC if resample == "bicubic"
+                                  else cv2.INTER_LINEAR)
+  out = np.empty_like(frames)
+  warped = np.empty((h, w, 3), np.float32)
+  for i in range(t):
+    cv2.warpAffine(frames[i].astype(np.float32), matrix, (w, h), dst=warped, flags=flags,
+                   borderMode=cv2.BORDER_REPLICATE)
+    if resample == "bicubic":  # cubic weights overshoot
+      np.clip(warped, 0, 255, out=warped)
+    out[i] = warped
+  out[:, outside] = fill
+  return out
