@@ -286,10 +286,11 @@ def test_videomae_input_recipe_as_the_official_scripts(name):
   pre = get_config(name, "pretrain")
   assert pre.input.crop_mode == "multiscale" and not pre.input.flip
   assert tuple(pre.input.multiscale_scales) == (1.0, 0.875, 0.75, 0.66)
-  assert pre.input.random_erase_prob == 0.0
+  assert pre.input.random_erase_prob == 0.0 and pre.input.randaugment == ""
   for phase in ("finetune", "k400"):
     fine = get_config(name, phase)
     assert fine.input.repeats == 2 and fine.input.random_erase_prob == 0.25
+    assert fine.input.randaugment == "rand-m7-n4-mstd0.5-inc1"
     assert fine.input.crop_mode == "random_resized"
     assert tuple(fine.input.crop_scale) == (0.08, 1.0)
 

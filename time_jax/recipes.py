@@ -217,6 +217,9 @@ def _finetune_schedule(c: ml_collections.ConfigDict, dataset: str) -> None:
   # VideoMAE fine-tuning: random erasing with probability 0.25, pixel mode (its reprob,
   # remode); one box per clip through time is ours (time_jax.train.augment).
   c.input.random_erase_prob = 0.25
+  # VideoMAE fine-tuning: RandAugment --aa rand-m7-n4-mstd0.5-inc1, on the frames before
+  # the crop, one draw per clip (time_jax.data.randaugment).
+  c.input.randaugment = "rand-m7-n4-mstd0.5-inc1"
 
 
 def videomae(dataset: str, arg: str | None = None,

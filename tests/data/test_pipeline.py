@@ -395,3 +395,27 @@ def test_real_corrupt_files_are_replaced_and_counted(tmp_path):
     for _ in range(9):
       next(it)
   it.close()
+
+
+def test_randaugment_draws_per_view_and_keeps_frames_consistent():
+  class Texture(CodeReader):
+    def read(self, record, choose):
+      idx = choose(NUM_FRAMES)
+      rng = np.random.default_rng(int(record.path[3:]))
+      return np.repeat(rng.integers(0, 255, (1, 48, 64, 3), np.uint8), len(idx), 0)
+
+  cfg = _config(batch=4, repeats=2, randaugment="rand-m9-n3-p1.0")
+  cfg.input.crop_scale = (1.0, 1.0)
+  cfg.input.flip = False
+  plain = _config(batch=4, repeats=2)
+  plain.input.update(crop_scale=(1.0, 1.0), flip=False)
+  b = next(iter(pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())[0]))
+  ref = next(iter(pipeline.build(plain, "train", seed=0, splits=_splits(),
+                                 reader=Texture())[0]))
+  assert not np.array_equal(b["frames"], ref["frames"])  # the ops changed the pixels
+  # Every frame of a view is the same frame here, so the same ops keep them equal.
+  assert (b["frames"] == b["frames"][:, :1]).all()
+  bad = _config(randaugment="rand-m9-q3")
+  bad.dataset.update(name="synthetic", root="/nowhere")  # no files needed to validate
+  with pytest.raises(ValueError, match="input.randaugment"):
+    data_config.validate(bad)

@@ -14,6 +14,7 @@ import ml_collections
 
 from time_jax import time_layer
 from time_jax.data import protocols
+from time_jax.data import randaugment
 from time_jax.data import transforms
 
 SOURCES = ("video", "frames", "msr_bin", "tfds", "packed")
@@ -192,6 +193,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "(0, 1].")
   if i.multiscale_max_distort < 0:
     fail("input.multiscale_max_distort", f"{i.multiscale_max_distort} must be >= 0.")
+  if i.randaugment:
+    try:
+      randaugment.parse(i.randaugment)
+    except ValueError as e:
+      fail("input.randaugment", f"{e} (timm's form, e.g. 'rand-m7-n4-mstd0.5-inc1'; '' "
+           "= off)")
   if not 0 <= i.random_erase_prob <= 1:
     fail("input.random_erase_prob", f"{i.random_erase_prob} must be in [0, 1].")
   lo, hi = i.crop_scale

@@ -70,6 +70,7 @@ import ml_collections
 import numpy as np
 
 from time_jax.data import config as data_config
+from time_jax.data import randaugment
 from time_jax.data import sources
 from time_jax.data import transforms
 from time_jax.data.base import ClipReader, DecodeError, Record, Splits
@@ -100,6 +101,7 @@ class _Spec:
   crops: int
   max_retries: int
   repeats: int = 1
+  randaugment: str = ""
   crop_mode: str = "random_resized"
   multiscale_scales: tuple[float, ...] = transforms.MULTISCALE_SCALES
   multiscale_max_distort: int = 1
@@ -118,7 +120,7 @@ def _spec(config) -> _Spec:
       scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
       rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
       clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries),
-      repeats=int(i.repeats), crop_mode=str(i.crop_mode),
+      repeats=int(i.repeats), randaugment=str(i.randaugment), crop_mode=str(i.crop_mode),
       multiscale_scales=tuple(float(x) for x in i.multiscale_scales),
       multiscale_max_distort=int(i.multiscale_max_distort))
 
@@ -180,6 +182,7 @@ class TrainElement:
     self.records, self.reader, self.spec = list(records), reader, spec
     # Readers that decode runs of frames anyway let each view draw its own frames.
     self.own_frames = bool(getattr(reader, "extra_frames_free", False))
+    self.augment = randaugment.RandAugment(spec.randaugment) if spec.randaugment else None
 
   def __call__(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
     s = self.spec
@@ -203,11 +206,18 @@ class TrainElement:
     frames = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
     out = np.empty((s.repeats, *s.frames_shape), np.uint8)
     for v in range(s.repeats):
+      positions = choose.positions(v)
+      if self.augment is not None:
+        # Before the crop, on the view's original frames, as VideoMAE (and timm) do.
+        clip = self.augment(transforms.to_rgb(frames[positions]), rng)
+        positions = None
+      else:
+        clip = frames
       view = transforms.train_view(
           rng, frames.shape[1], frames.shape[2], scale=s.scale, ratio=s.ratio,
           flip=s.flip, rotation=s.rotation, crop_mode=s.crop_mode, out_size=s.cell,
           scales=s.multiscale_scales, max_distort=s.multiscale_max_distort)
-      transforms.prepare(frames, view, s.cell, indices=choose.positions(v), out=out[v])
+      transforms.prepare(clip, view, s.cell, indices=positions, out=out[v])
     return {"frames": out, "label": np.full((s.repeats,), record.label, np.int32),
             "index": np.full((s.repeats,), idx, np.int32), _FAILED_KEY: failed}
 
