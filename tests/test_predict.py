@@ -25,6 +25,21 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def ema_workdirs(tmp_path_factory):
+  """``(run, ema_only)``: a ``train.ema_decay > 0`` run whose raw parameters are those
+  of `workdir` and whose EMA parameters are another draw; and a run without EMA whose
+  parameters are that draw."""
+  _, variables = h.init("videomae_s", **h.TINY)
+  _, other = h.init("videomae_s", seed=1, **h.TINY)
+  root = tmp_path_factory.mktemp("ema")
+  config = h.tiny_config()
+  config.train.ema_decay = 0.99
+  names = ["left", "right", "still"]
+  run = h.save_workdir(root / "run", config, variables, names, ema_params=other["params"])
+  return run, h.save_workdir(root / "ema_only", h.tiny_config(), other, names)
+
+
+@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
   return h.write_video(tmp_path_factory.mktemp("v") / "clip.mp4")
 
@@ -77,6 +92,32 @@ def test_missing_or_unreadable_file_is_one_clear_error(workdir, clip, tmp_path, 
   assert {"checkpoint": "nowhere", "video": "gone.mp4", "unreadable": "broken.mp4"}[what] \
       in captured.err
   assert "Traceback" not in captured.err
+
+
+def test_ema_predicts_with_the_ema_params(workdir, ema_workdirs, clip):
+  run, ema_only = ema_workdirs
+  raw = predict.Predictor(workdir, clips=1).logits(clip)
+  ema = predict.Predictor(ema_only, clips=1).logits(clip)
+  # the EMA differs from the raw params (the head's tiny init keeps logits ~1e-4)
+  assert np.abs(raw - ema).max() > 0.1 * np.abs(raw).max()
+  np.testing.assert_allclose(predict.Predictor(run, clips=1, ema=True).logits(clip), ema,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(predict.Predictor(run, clips=1, ema=False).logits(clip), raw,
+                             rtol=1e-5, atol=1e-6)
+  # without a choice: what the run evaluated (ema_decay > 0, ema_eval True: the EMA)
+  default = predict.Predictor(run, clips=1)
+  assert default.ckpt.ema
+  np.testing.assert_allclose(default.logits(clip), ema, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_ema_flags(workdir, ema_workdirs, clip, capsys):
+  run, _ = ema_workdirs
+  for flag, want in (("--ema", True), ("--no-ema", False), (None, True)):
+    args = ["--checkpoint", run, "--video", clip, "--views", "1", "--json"]
+    assert predict.main(args + ([flag] if flag else [])) == 0
+    assert json.loads(capsys.readouterr().out)["ema"] is want, flag
+  assert predict.main(["--checkpoint", workdir, "--video", clip, "--ema"]) == 2
+  assert "no EMA parameters" in capsys.readouterr().err
 
 
 def _demo_config():

@@ -4,7 +4,8 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 `time_jax.diagnose`. Two kinds of folder hold weights:
 
 * a training **workdir**: ``checkpoints/<step>/state`` (the sharded `TrainState`:
-  params, batch_stats, optimizer state, step, RNG) and ``checkpoints/<step>/data`` (the
+  params, batch_stats, optimizer state, step, RNG, and the parameters' EMA when
+  ``train.ema_decay > 0``) and ``checkpoints/<step>/data`` (the
   train iterator's Grain state, one file per process), written by `Checkpointer`, plus
   the run's ``config.json`` and ``class_names.json``;
 * a **ported** folder from ``python -m time_jax.port``: ``variables/`` and
@@ -15,7 +16,8 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 when pretraining). `kind` tells the two folders apart, `latest_step` finds a
 workdir's newest saved step, `read_variables` reads either folder's variables as numpy
 trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
-(inference and diagnostics).
+(inference and diagnostics). Both read a workdir's raw parameters, or with ``ema=True``
+its EMA parameters; `evaluates_ema` says which ones the run itself evaluated.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ PORTED_METADATA_FILE = "metadata.json"
 
 # Top-level modules whose kernel's last axis is the class count.
 _HEADS = ("head", "fc", "classifier")
+
+# The config field that decides whether a `TrainState` field holds arrays.
+_FIELD_SETTINGS = {"ema_params": "train.ema_decay"}
 
 
 class CheckpointError(FileNotFoundError):
@@ -94,13 +99,37 @@ class Checkpointer:
     logging.info("Checkpoint of step %d started (%s).", step, self.directory)
 
   def restore(self, step: int, state: Any, data_iter: Any) -> Any:
-    """Restores ``step`` into ``state``'s shardings and ``data_iter`` in place."""
-    items = {"state": ocp.args.StandardRestore(_abstract(state))}
+    """Restores ``step`` into ``state``'s shardings and ``data_iter`` in place.
+
+    ``state`` is a `TrainState`. A checkpoint saved before one of its fields existed
+    (``ema_params``) restores when that field is empty here (EMA off).
+
+    Raises:
+      CheckpointError: the checkpoint holds arrays for a field that is empty in
+        ``state``, or the reverse: the config changed since it was saved.
+    """
+    target = _abstract(state)
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+    saved = self.manager.item_metadata(step)["state"]
+    if saved is None:  # no tree metadata: let orbax compare the trees
+      saved = fields
+    for name, value in fields.items():
+      on_disk = name in saved and bool(jax.tree.leaves(saved[name]))
+      if bool(jax.tree.leaves(value)) != on_disk:
+        setting = _FIELD_SETTINGS.get(name, "the model")
+        raise CheckpointError(
+            f"{self.directory}/{step}: the checkpoint {'holds' if on_disk else 'has no'} "
+            f"{name} but this run {'keeps none' if on_disk else 'needs them'}; {setting} "
+            "changed since it was saved. Resume with the config it was saved with, or "
+            "start a new workdir with checkpoint.init_from set to this one.")
+    missing = [name for name in fields if name not in saved]
+    item = {k: v for k, v in fields.items() if k in saved} if missing else target
+    items = {"state": ocp.args.StandardRestore(item)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
     logging.info("Restored step %d from %s.", step, self.directory)
-    return restored["state"]
+    return state.replace(**restored) if missing else restored
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -180,21 +209,49 @@ def _as_numpy(tree):
   return np.asarray(tree)
 
 
-def read_variables(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluates_ema(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run of ``config`` evaluates its EMA parameters.
+
+  True when ``train.ema_decay > 0`` and ``train.ema_eval``: the training loop then
+  evaluates, and `time_jax.predict` by default predicts with, ``ema_params``. Configs
+  saved before EMA existed have neither field: False.
+  """
+  train = config.get("train") or {}
+  return float(train.get("ema_decay", 0.0)) > 0 and bool(train.get("ema_eval", True))
+
+
+def read_variables(path: str, *, ema: bool = False
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
   """``({'params', 'batch_stats'?}, metadata)`` of a workdir or a ported folder.
 
   A workdir gives its latest step's variables and metadata ``{}``; a ported folder its
   variables and ``metadata.json``. Arrays are numpy.
 
+  Args:
+    path: the folder.
+    ema: a workdir's ``params`` are its EMA parameters (``ema_params``, kept with
+      ``train.ema_decay > 0``); ``batch_stats`` are the same either way.
+
   Raises:
-    CheckpointError: ``path`` is not a readable checkpoint of either kind.
+    CheckpointError: ``path`` is not a readable checkpoint of either kind, or ``ema``
+      and it holds no EMA parameters.
   """
   if kind(path) == "workdir":
     state = read_state(path)
-    variables = {"params": _as_numpy(state["params"])}
+    params = state["params"]
+    if ema:
+      params = state.get("ema_params")
+      if not params:
+        raise CheckpointError(
+            f"{path}: the checkpoint has no EMA parameters (its run had "
+            "train.ema_decay=0); read its raw parameters instead (no --ema).")
+    variables = {"params": _as_numpy(params)}
     if state.get("batch_stats"):
       variables["batch_stats"] = _as_numpy(state["batch_stats"])
     return variables, {}
+  if ema:
+    raise CheckpointError(f"{path}: ported weights have no EMA parameters; read them "
+                          "without ema (no --ema).")
   try:
     variables, metadata = common.restore(path)
   except Exception as e:  # orbax raises many types for damaged folders
@@ -216,12 +273,14 @@ class Checkpoint:
     variables: ``{'params': ..., 'batch_stats'?: ...}`` as numpy trees.
     config: the run's config (ported: `base_config` with the model's name).
     class_names: one name per class (``class_{i}`` when unknown); empty without a head.
+    ema: ``variables['params']`` are the run's EMA parameters.
   """
   path: str
   kind: str
   variables: dict[str, Any]
   config: ml_collections.ConfigDict
   class_names: list[str]
+  ema: bool = False
 
   @property
   def model_name(self) -> str:
@@ -275,23 +334,28 @@ def _names(names: Any, count: int | None) -> list[str]:
   return names
 
 
-def load(path: str, *, n: int | None = None, t_out: int | None = None,
-         image_size: int | None = None, arrangement: str | None = None) -> Checkpoint:
+def load(path: str, *, ema: bool | None = False, n: int | None = None,
+         t_out: int | None = None, image_size: int | None = None,
+         arrangement: str | None = None) -> Checkpoint:
   """Opens a training workdir or a ported-weights folder.
 
-  A workdir gives its latest step's ``params`` and ``batch_stats``, the run's config
-  (model, TIME layer, normalisation) and class names; a ported folder the model named
-  in its metadata with the defaults of `time_jax.config.base_config` for everything
-  else. Class names fall back to ``class_{i}`` when the checkpoint has none.
+  A workdir gives its latest step's ``params`` (or EMA parameters) and
+  ``batch_stats``, the run's config (model, TIME layer, normalisation) and class
+  names; a ported folder the model named in its metadata with the defaults of
+  `time_jax.config.base_config` for everything else. Class names fall back to
+  ``class_{i}`` when the checkpoint has none.
 
   Args:
     path: the folder.
+    ema: True: a workdir's EMA parameters (``train.ema_decay > 0``); False: its raw
+      parameters; None: those its run evaluated (`evaluates_ema`; raw for a ported
+      folder).
     n, t_out, image_size, arrangement: override the TIME layer / clip size the
       checkpoint's config has (a ported folder has only the defaults: N=2, T*=16, 224²).
 
   Raises:
-    CheckpointError: ``path`` is missing or is neither kind of checkpoint, or its files
-      cannot be read.
+    CheckpointError: ``path`` is missing or is neither kind of checkpoint, its files
+      cannot be read, or ``ema`` is True and it has no EMA parameters.
   """
   overrides = dict(n=n, t_out=t_out, image_size=image_size, arrangement=arrangement)
   path = os.path.abspath(path)
@@ -300,15 +364,16 @@ def load(path: str, *, n: int | None = None, t_out: int | None = None,
     if not os.path.isfile(config_path):
       raise CheckpointError(f"{path}: the workdir has no {CONFIG_FILE} to rebuild its model.")
     config = ml_collections.ConfigDict(_read_json(config_path))
-    variables, _ = read_variables(path)
+    ema = evaluates_ema(config) if ema is None else bool(ema)
+    variables, _ = read_variables(path, ema=ema)
     names_path = os.path.join(path, CLASS_NAMES_FILE)
     names = _read_json(names_path) if os.path.isfile(names_path) else []
     count = head_classes(variables["params"])
     if count is None and not models.is_pretrainer(config.model.name):
       count = len(names) or int(config.dataset.get("num_classes", 0) or 0) or None
     return Checkpoint(path, "workdir", variables, _overridden(config, overrides),
-                      _names(names, count))
-  variables, metadata = read_variables(path)
+                      _names(names, count), ema)
+  variables, metadata = read_variables(path, ema=bool(ema))
   config = config_lib.base_config()
   config.model.name = metadata["model"]
   config.model.kwargs = ml_collections.ConfigDict()

@@ -22,7 +22,10 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
   ``accum_steps`` (micro-batches per step, scanned inside the jitted step).
 * ``train``: ``num_epochs`` (or ``num_steps`` > 0), ``label_smoothing``,
   ``mixup_alpha``, ``cutmix_alpha``, ``mixup_prob``, ``mixup_switch_prob``,
-  ``log_every``, ``eval_every`` (0 = only at the end), ``eval_at_end``.
+  ``log_every``, ``eval_every`` (0 = only at the end), ``eval_at_end``, ``ema_decay``
+  (an EMA of the parameters updated after every optimizer step, VideoMAE's
+  ``--model_ema_decay``; 0 = off), ``ema_eval`` (with EMA on, evaluation and
+  `time_jax.predict` use the EMA parameters; False: the raw ones).
 * ``mesh``: ``data``, ``fsdp``, ``model`` axis sizes; one may be -1 (the rest).
 * ``checkpoint``: ``every_steps``, ``keep`` (last M), ``keep_best`` (best by top-1),
   ``async_save``, ``init_from`` (ported weights: a ``python -m time_jax.port`` folder;
@@ -69,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_epochs=50.0, num_steps=0, label_smoothing=0.1, mixup_alpha=0.8,
       cutmix_alpha=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, log_every=50,
-      eval_every=0, eval_at_end=True))
+      eval_every=0, eval_at_end=True, ema_decay=0.0, ema_eval=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=1000, keep=2, keep_best=1, async_save=True, init_from="",
@@ -133,6 +136,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _fail("train.log_every", f"{t.log_every} must be >= 1.")
   if t.eval_every < 0:
     _fail("train.eval_every", f"{t.eval_every} must be >= 0 (0 = only at the end).")
+  if not 0 <= t.ema_decay < 1:
+    _fail("train.ema_decay", f"{t.ema_decay} must be in [0, 1) (0 = no EMA; VideoMAE's "
+          "--model_ema_decay is 0.9999).")
   if config.mode == "pretrain" and not 0 < config.pretrain.mask_ratio < 1:
     _fail("pretrain.mask_ratio", f"{config.pretrain.mask_ratio} must be in (0, 1).")
   ck = config.checkpoint

@@ -1,13 +1,16 @@
 """Classifies video files with a trained checkpoint: the top-5 classes and probabilities.
 
   python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
+      [--ema | --no-ema]
 
 CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
 is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size):
 ``--views K×C`` takes K temporal clips times C in {1, 3} spatial crops (default: the
 run's ``input.eval_clips`` × ``input.eval_crops``), averages their logits as evaluation
-does, and reports the softmax of the mean.
+does, and reports the softmax of the mean. A run trained with a parameter EMA
+(``train.ema_decay > 0``) predicts with the parameters its evaluation used: the EMA when
+``train.ema_eval`` (the default), else the raw ones; ``--ema`` / ``--no-ema`` choose.
 
 From Python, for many videos with one loaded model::
 
@@ -44,14 +47,16 @@ class Prediction:
     top: ``[(class name, probability)]``, most probable first.
     probabilities: float ``[num_classes]``, softmax of the view-averaged logits.
     views: clips × crops averaged.
+    ema: the run's EMA parameters made it (else its raw parameters).
   """
   video: str
   top: list[tuple[str, float]]
   probabilities: np.ndarray
   views: int
+  ema: bool = False
 
   def to_json(self) -> dict:
-    return dict(video=self.video, views=self.views,
+    return dict(video=self.video, views=self.views, ema=self.ema,
                 top=[dict(label=name, probability=p) for name, p in self.top])
 
 
@@ -74,20 +79,26 @@ class Predictor:
       `checkpoints.Checkpoint`).
     clips, crops: views per video (default: the checkpoint config's eval views).
     n, t_out, image_size, arrangement: override the checkpoint's TIME layer.
+    ema: True: the run's EMA parameters; False: its raw parameters; None: those its
+      evaluation used (`checkpoints.evaluates_ema`: the EMA when the run had
+      ``train.ema_decay > 0`` and ``train.ema_eval``). A loaded `Checkpoint` is used
+      as loaded.
 
   Raises:
-    CheckpointError: the checkpoint is missing or unreadable.
+    CheckpointError: the checkpoint is missing or unreadable, or ``ema`` is True and
+      it has no EMA parameters.
     ValueError: it holds no classifier (a pretrainer or a model without head).
   """
 
   def __init__(self, checkpoint: str | checkpoints.Checkpoint, *, clips: int | None = None,
                crops: int | None = None, n: int | None = None, t_out: int | None = None,
-               image_size: int | None = None, arrangement: str | None = None):
+               image_size: int | None = None, arrangement: str | None = None,
+               ema: bool | None = None):
     if isinstance(checkpoint, checkpoints.Checkpoint):
       self.ckpt = checkpoint
     else:
-      self.ckpt = checkpoints.load(checkpoint, n=n, t_out=t_out, image_size=image_size,
-                                   arrangement=arrangement)
+      self.ckpt = checkpoints.load(checkpoint, ema=ema, n=n, t_out=t_out,
+                                   image_size=image_size, arrangement=arrangement)
     if self.ckpt.is_pretrainer or not self.ckpt.class_names:
       raise ValueError(f"{self.ckpt.path} holds {self.ckpt.model_name!r} without a "
                        "classification head; predict needs a fine-tuned classifier.")
@@ -119,7 +130,7 @@ class Predictor:
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")[:top_k]
     return Prediction(video, [(self.class_names[k], float(probs[k])) for k in order],
-                      probs.astype(np.float32), self.clips * self.crops)
+                      probs.astype(np.float32), self.clips * self.crops, self.ckpt.ema)
 
   def __call__(self, videos: str | Sequence[str], top_k: int = 5) -> list[Prediction]:
     """`Prediction`s of one video path or a list of them, in order."""
@@ -148,18 +159,21 @@ def main(argv=None) -> int:
   p.add_argument("--image-size", type=int, default=None, help="override H* = W*")
   p.add_argument("--arrangement", default=None, choices=("spatial", "temporal"))
   p.add_argument("--json", action="store_true", help="print one JSON object per video")
+  p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                 help="use the run's parameter EMA, or (--no-ema) its raw parameters "
+                 "(default: those its evaluation used)")
   args = p.parse_args(argv)
   try:
     clips, crops = parse_views(args.views) if args.views else (None, None)
     predictor = Predictor(args.checkpoint, clips=clips, crops=crops, n=args.n,
                           t_out=args.t_out, image_size=args.image_size,
-                          arrangement=args.arrangement)
+                          arrangement=args.arrangement, ema=args.ema)
     for video in args.video:
       result = predictor.predict_one(video, args.top)
       if args.json:
         print(json.dumps(result.to_json()))
       else:
-        print(f"{video} ({result.views} views)")
+        print(f"{video} ({result.views} views{', EMA' if result.ema else ''})")
         for rank, (name, prob) in enumerate(result.top, 1):
           print(f"  {rank}. {name:<30s} {prob:.4f}")
   except (checkpoints.CheckpointError, DecodeError, ValueError) as e:

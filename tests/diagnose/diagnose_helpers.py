@@ -38,9 +38,10 @@ def tiny_config(name="videomae_s", n=2, **kwargs):
   return c
 
 
-def save_workdir(path, config, variables, class_names=None):
+def save_workdir(path, config, variables, class_names=None, ema_params=None):
   """A training workdir (config.json, class_names.json, one Orbax step) holding
-  ``variables``, in the layout `time_jax.train.loop` writes."""
+  ``variables`` (and ``ema_params``, the EMA of a ``train.ema_decay > 0`` run), in the
+  layout `time_jax.train.loop` writes."""
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -50,7 +51,7 @@ def save_workdir(path, config, variables, class_names=None):
   state = state_lib.TrainState(
       step=jnp.asarray(1, jnp.int32), params=variables["params"],
       batch_stats=variables.get("batch_stats", {}), opt_state={},
-      rng=jax.random.PRNGKey(0))
+      rng=jax.random.PRNGKey(0), ema_params={} if ema_params is None else ema_params)
   config = config.copy_and_resolve_references()
   config.checkpoint.update(async_save=False, keep_best=0)
   ckpt = checkpoints.Checkpointer(str(path), config)

@@ -33,6 +33,8 @@ def test_a_good_config_passes(good):
     ("dataset.root", "/does/not/exist", "config.dataset.root"),
     ("mesh.fsdp", 3, "config.mesh"),
     ("train.label_smoothing", 1.0, "config.train.label_smoothing"),
+    ("train.ema_decay", 1.0, "config.train.ema_decay"),
+    ("train.ema_decay", -0.1, "config.train.ema_decay"),
 ])
 def test_a_bad_field_is_named(good, field, value, message):
   node = good

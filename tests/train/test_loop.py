@@ -1,4 +1,5 @@
-"""End-to-end loop tests on the moving-square source: resume, SIGTERM, NaN, learning."""
+"""End-to-end loop tests on the moving-square source: resume, SIGTERM, NaN, learning; the
+parameters' EMA in evaluation, ``init_from`` and checkpoints."""
 
 import json
 import os
@@ -8,10 +9,15 @@ import subprocess
 import sys
 import time
 
+import dataclasses
+import logging
+
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from time_jax import checkpoints
 from time_jax.train import loop
 
 DRIVER = os.path.join(os.path.dirname(__file__), "run_moving.py")
@@ -50,10 +56,14 @@ def _logged_steps(workdir):
   return max(steps, default=0)
 
 
-def _params(workdir, step):
+def _state(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   with ocp.PyTreeCheckpointer() as ckptr:
-    tree = ckptr.restore(path)
+    return ckptr.restore(path)
+
+
+def _params(workdir, step):
+  tree = _state(workdir, step)
   return tree["params"], int(tree["step"])
 
 
@@ -78,17 +88,18 @@ ARGS = ("train.num_steps=12", "checkpoint.every_steps=3", "train.eval_at_end=Fal
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-  ref = _start(tmp_path / "ref", *ARGS)
+  args = ARGS + ("train.ema_decay=0.5",)  # the EMA resumes too
+  ref = _start(tmp_path / "ref", *args)
   assert ref.wait(timeout=300) == 0, ref.stdout.read()
 
   killed = tmp_path / "killed"
   kill_at = random.Random().randint(4, 10)
-  proc = _start(killed, *ARGS, sleep=0.02)
+  proc = _start(killed, *args, sleep=0.02)
   _wait_for_step(proc, killed, kill_at)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert 12 not in _losses(killed), "the run finished before it was killed"
-  again = _start(killed, *ARGS)
+  again = _start(killed, *args)
   assert again.wait(timeout=300) == 0, again.stdout.read()
 
   want, got = _losses(tmp_path / "ref"), _losses(killed)
@@ -102,6 +113,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+  ema_ref, ema_got = (_flat(_state(w, 12)["ema_params"]) for w in (tmp_path / "ref", killed))
+  assert ema_ref.keys() == a.keys()
+  for k in a:
+    np.testing.assert_array_equal(ema_got[k], ema_ref[k], err_msg=k)
+  assert max(np.abs(ema_ref[k] - a[k]).max() for k in a) > 1e-5  # it lags the params
 
 
 def test_sigterm_saves_the_current_step(tmp_path):
@@ -132,6 +148,82 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_pat
   params, _ = _params(tmp_path, steps[-1]) if steps else (None, None)
   if params is not None:
     assert all(np.isfinite(v).all() for v in _flat(params).values())
+
+
+def _trainer(moving, workdir, seed=0, init_from="", **train):
+  config = moving.tiny_config("finetune")
+  config.seed, config.checkpoint.init_from = seed, init_from
+  config.train.update(**train)
+  return loop.Trainer(config, str(workdir), jax.devices()[:1], splits=moving.splits(),
+                      reader=moving.MovingSquareReader())
+
+
+def _close(trainer):
+  trainer.ckpt.close()
+  trainer.writer.close()
+
+
+@pytest.mark.parametrize("ema_eval", [True, False])
+def test_evaluation_uses_the_ema_params_when_ema_eval(tmp_path, moving, caplog, ema_eval):
+  trainer = _trainer(moving, tmp_path, ema_decay=0.5, ema_eval=ema_eval)
+  shifted = jax.tree.map(lambda x: x + 1.0, trainer.state.ema_params)
+  trainer.state = trainer.state.replace(ema_params=shifted)
+  seen, evaluate = [], trainer.task.evaluate
+
+  def spy(eval_step, state, batches, mesh):
+    seen.append(jax.device_get(state.params))
+    return evaluate(eval_step, state, batches, mesh)
+
+  trainer.task.evaluate = spy
+  with caplog.at_level(logging.INFO):
+    out = trainer.evaluate(0)
+  _close(trainer)
+  want = trainer.state.ema_params if ema_eval else trainer.state.params
+  jax.tree.map(np.testing.assert_array_equal, seen[0], jax.device_get(want))
+  assert out["eval/num_videos"] == 16
+  assert f"with the {'EMA' if ema_eval else 'raw'} parameters" in caplog.text
+
+
+def test_init_from_restarts_the_ema_from_the_loaded_weights(tmp_path, moving):
+  source = _trainer(moving, tmp_path / "source")
+  source.ckpt.save(0, source.state, None)
+  _close(source)
+  loaded = jax.device_get(source.state.params)
+  trainer = _trainer(moving, tmp_path / "run", seed=1, init_from="../source",
+                     ema_decay=0.5)
+  init = jax.device_get(trainer.state.params)
+  assert trainer._restore_or_init(None) == 0  # pylint: disable=protected-access
+  _close(trainer)
+  ema = trainer.state.ema_params
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(ema), loaded)
+  assert not np.array_equal(init["head"]["kernel"], loaded["head"]["kernel"])
+  for e, p in zip(jax.tree_util.tree_leaves(ema),
+                  jax.tree_util.tree_leaves(trainer.state.params)):
+    assert e.sharding == p.sharding
+
+
+def test_checkpoints_without_ema_restore_while_ema_stays_off(tmp_path, moving):
+  trainer = _trainer(moving, tmp_path)
+  state = trainer.state
+  # a checkpoint written before TrainState had ema_params
+  old = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+         if f.name != "ema_params"}
+  trainer.ckpt.save(3, dict(old, step=state.step + 3), None)
+  trainer.ckpt.wait()
+  restored = trainer.ckpt.restore(3, state, None)
+  assert int(restored.step) == 3 and restored.ema_params == {}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),
+               jax.device_get(state.params))
+  _close(trainer)
+  # switching EMA on (or off) in a workdir is named, not an orbax tree diff
+  on = _trainer(moving, tmp_path / "on", ema_decay=0.5)
+  with pytest.raises(checkpoints.CheckpointError, match="has no ema_params.*ema_decay"):
+    trainer.ckpt.restore(3, on.state, None)
+  on.ckpt.save(1, on.state, None)
+  on.ckpt.wait()
+  with pytest.raises(checkpoints.CheckpointError, match="holds ema_params.*ema_decay"):
+    on.ckpt.restore(1, state, None)
+  _close(on)
 
 
 @pytest.mark.slow

@@ -8,6 +8,12 @@
   logs reconstructions of a fixed eval batch as images.
 * ``eval``: evaluates the workdir's latest checkpoint, or ``checkpoint.init_from``.
 
+With ``train.ema_decay > 0`` the state keeps an EMA of the parameters, started from
+the weights training starts from (initialisation or ``checkpoint.init_from``); every
+evaluation uses it when ``train.ema_eval`` (`checkpoints.evaluates_ema`), else the raw
+parameters. VideoMAE itself evaluates the raw model and only saves its EMA: that is
+``ema_eval=False``.
+
 A workdir with a checkpoint resumes from it (state, RNG and the data iterator), so a
 run killed at any point and started again with the same command ends as an
 uninterrupted one. SIGTERM saves the current step and returns. A non-finite loss stops
@@ -73,7 +79,11 @@ def _total_steps(config, steps_per_epoch: int) -> int:
 
 
 def _init_from(config, workdir: str, state, state_shardings):
-  """Loads ``checkpoint.init_from`` (a previous run's workdir or a ported checkpoint)."""
+  """Loads ``checkpoint.init_from`` (a previous run's workdir or a ported checkpoint).
+
+  A workdir gives its raw parameters (as VideoMAE's ``--finetune`` reads ``model``, not
+  ``model_ema``); the EMA, when on, restarts from the loaded weights.
+  """
   path = config.checkpoint.init_from
   if not os.path.isabs(path):
     path = os.path.normpath(os.path.join(workdir, path))
@@ -84,11 +94,11 @@ def _init_from(config, workdir: str, state, state_shardings):
   merged, loaded, kept = pretrained.merge(target, source, model_name=config.model.name)
   logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path, len(loaded),
                len(kept), kept[:20])
-  params = jax.device_put(merged["params"], state_shardings.params)
+  state = state.replace(params=jax.device_put(merged["params"], state_shardings.params))
   if "batch_stats" in merged:
-    return state.replace(params=params, batch_stats=jax.device_put(
-        merged["batch_stats"], state_shardings.batch_stats))
-  return state.replace(params=params)
+    state = state.replace(batch_stats=jax.device_put(merged["batch_stats"],
+                                                     state_shardings.batch_stats))
+  return state_lib.start_ema(state) if state.ema_params else state
 
 
 class Trainer:
@@ -125,7 +135,11 @@ class Trainer:
     self.state, self.shardings, self.tx = state_lib.create(
         self.task.init_fn(),
         lambda p: optimizer_lib.create(config, p, self.steps_per_epoch, self.total_steps),
-        jax.random.PRNGKey(config.seed), self.mesh)
+        jax.random.PRNGKey(config.seed), self.mesh, ema=config.train.ema_decay > 0)
+    self.eval_ema = checkpoints.evaluates_ema(config)
+    if config.train.ema_decay > 0:
+      logging.info("Parameter EMA with decay %g; evaluation uses the %s parameters.",
+                   config.train.ema_decay, "EMA" if self.eval_ema else "raw")
     logging.info("Parameters:\n%s",
                  parameter_overview.get_parameter_overview(self.state.params,
                                                            include_stats=False))
@@ -136,10 +150,15 @@ class Trainer:
 
   # --------------------------------------------------------------------------- eval
   def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
-    """Runs the eval split once; logs, reports and returns the scalars."""
+    """Runs the eval split once with the EMA or raw parameters (`evaluates_ema`); logs,
+    reports and returns the scalars."""
     start = time.time()
-    out, result = self.task.evaluate(self.eval_step, self.state, iter(self.eval_ds),
-                                     self.mesh)
+    state = self.state
+    if self.eval_ema:
+      state = state.replace(params=state.ema_params)
+    logging.info("Evaluating step %d with the %s parameters.", step,
+                 "EMA" if self.eval_ema else "raw")
+    out, result = self.task.evaluate(self.eval_step, state, iter(self.eval_ds), self.mesh)
     self.task.write_reports(result, step, final=final, writer=self.writer,
                             workdir=self.workdir, class_names=self.eval_info.class_names)
     out.update({f"eval/{k.split('/')[-1]}": v

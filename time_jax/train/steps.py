@@ -80,13 +80,29 @@ def _accumulate(loss_and_aux: Callable, params, batch_stats, batch: Batch, rng: 
 
 
 def _apply_update(state: TrainState, tx: optax.GradientTransformation, grads, batch_stats,
-                  metrics: Metrics) -> tuple[TrainState, Metrics]:
+                  metrics: Metrics, ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
+  """One optimizer update, then the parameters' EMA (``train.ema_decay`` > 0).
+
+  The EMA is timm's ``ModelEma.update`` as VideoMAE's ``--model_ema`` calls it, once per
+  optimizer step (after all micro-batches): ``ema = decay · ema + (1 - decay) ·
+  params`` with the updated params and a constant decay (no warm-up). BatchNorm
+  statistics are not averaged (timm's ModelEma also averages buffers).
+  """
+  if bool(ema_decay) != bool(state.ema_params):
+    raise ValueError(
+        f"config.train.ema_decay={ema_decay} but the state has "
+        f"{'an' if state.ema_params else 'no'} EMA; create it with "
+        f"state.create(..., ema={bool(ema_decay)}).")
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.global_norm(grads),
                  param_norm=optax.global_norm(params))
+  ema_params = state.ema_params
+  if ema_decay:
+    ema_params = jax.tree.map(lambda e, p: e * ema_decay + (1.0 - ema_decay) * p,
+                              ema_params, params)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                       batch_stats=batch_stats), metrics
+                       batch_stats=batch_stats, ema_params=ema_params), metrics
 
 
 def make_finetune_step(model: nn.Module, config: ml_collections.ConfigDict,
@@ -124,7 +140,7 @@ def make_finetune_step(model: nn.Module, config: ml_collections.ConfigDict,
     grads, batch_stats, metrics = _accumulate(
         loss_and_aux, state.params, state.batch_stats, batch, rng,
         config.optimizer.accum_steps)
-    return _apply_update(state, tx, grads, batch_stats, metrics)
+    return _apply_update(state, tx, grads, batch_stats, metrics, config.train.ema_decay)
 
   return train_step
 
@@ -157,7 +173,7 @@ def make_pretrain_step(model: nn.Module, config: ml_collections.ConfigDict,
     grads, batch_stats, metrics = _accumulate(
         loss_and_aux, state.params, state.batch_stats, {"frames": batch["frames"]}, rng,
         config.optimizer.accum_steps)
-    return _apply_update(state, tx, grads, batch_stats, metrics)
+    return _apply_update(state, tx, grads, batch_stats, metrics, config.train.ema_decay)
 
   return train_step
 
