@@ -264,8 +264,13 @@ def test_schedules_follow_the_paper(name):
   pre_epochs, ft_epochs, lr, batch = PAPER[name]
   pre, fine = get_config(name, "pretrain"), get_config(name, "finetune")
   assert pre.mode == "pretrain" and fine.mode == "finetune"
-  assert pre.train.num_epochs == pre_epochs and fine.train.num_epochs == ft_epochs
-  assert pre.optimizer.warmup_epochs == 40
+  # Pretraining reads each video once for `repeats` views: epochs count visits, so the
+  # paper's epochs (views per video) and warmup are visits x repeats, and its step size
+  # base_lr x batch / 256 is ours x (batch / repeats) / 256.
+  k = pre.input.repeats
+  assert pre.train.num_epochs * k == pre_epochs and fine.train.num_epochs == ft_epochs
+  assert pre.optimizer.warmup_epochs * k == 40
+  assert pre.optimizer.base_lr / k == pytest.approx(3e-4)
   if lr is not None:
     assert fine.optimizer.base_lr == lr and fine.optimizer.lr_batch_divisor == 256
   if batch is not None:
@@ -285,6 +290,7 @@ def test_videomae_input_recipe_as_the_official_scripts(name):
       1, 0.0, "", "random_resized")  # all off by default
   pre = get_config(name, "pretrain")
   assert pre.input.crop_mode == "multiscale" and not pre.input.flip
+  assert pre.input.repeats == recipes.PRETRAIN_REPEATS == 4
   assert tuple(pre.input.multiscale_scales) == (1.0, 0.875, 0.75, 0.66)
   assert pre.input.random_erase_prob == 0.0 and pre.input.randaugment == ""
   for phase in ("finetune", "k400"):
@@ -387,11 +393,13 @@ TINY_VIT = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2)
 
 
 def shrink(c: ml_collections.ConfigDict, *, views: bool = True) -> ml_collections.ConfigDict:
-  """The config at test size: 32² input, <= 2 frames, 1-block models, batch 2."""
+  """The config at test size: 32² input, <= 2 frames, 1-block models, batch 2 (or one
+  video's repeated views)."""
   c = ml_collections.ConfigDict(c.to_dict())
   c.image_size = SIZE
   c.time.t_out = min(c.time.t_out, 2)
-  c.input.update(batch_size=2, eval_batch_size=2, num_workers=0, read_threads=1)
+  batch = max(2, c.input.repeats)
+  c.input.update(batch_size=batch, eval_batch_size=2, num_workers=0, read_threads=1)
   if not views:
     c.input.update(eval_clips=1, eval_crops=1)
   c.model.dtype = "float32"
@@ -445,7 +453,8 @@ def test_config_builds_model_and_pipeline(spec, data_root):
   for split in ("train", "eval"):
     ds, info = pipeline.build(c, split)
     batch = next(iter(ds))
-    assert batch["frames"].shape == (2, frames, cell, cell, 3), split
+    clips = info.local_batch_size  # eval 2; train 2 or one video's repeated views
+    assert batch["frames"].shape == (clips, frames, cell, cell, 3), split
     assert batch["frames"].dtype == np.uint8
     assert info.num_classes == num_classes
     if split == "eval":
@@ -534,3 +543,34 @@ def test_videomae_two_phase_recipe_with_a_stand_in_reader(data_root, tmp_path, c
             if r.getMessage().startswith(f"init_from {tmp_path / 'pretrain'}:")]
   assert len(loaded) == 1, loaded
   assert int(loaded[0].split(": ")[1].split()[0]) > 10
+
+
+def _doc_tables():
+  """``(config file, arg, field, value)`` of every row of docs/reproduce.md's recipe
+  tables (headings name the config: ``### ... (`configs/FILE.py:ARG` ...``)."""
+  import re  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(REPO, "docs", "reproduce.md"), encoding="utf-8") as f:
+    text = f.read()
+  section = text.split("## The recipes, field by field", 1)[1].split("\n## ", 1)[0]
+  rows, spec = [], None
+  for line in section.splitlines():
+    heading = re.match(r"### .*?`configs/([\w]+\.py)(?::(\w+))?`", line)
+    if heading:
+      spec = (heading.group(1), heading.group(2) or "")
+      continue
+    row = re.match(r"\| `([\w.]+)` \| `(.+?)` \|", line)
+    if row and spec:
+      rows.append((*spec, row.group(1), ast.literal_eval(row.group(2))))
+  return rows
+
+
+def test_docs_recipe_tables_are_the_configs():
+  rows = _doc_tables()
+  assert len(rows) > 50
+  for name, arg, field, value in rows:
+    node = get_config(name, arg)
+    for part in field.split("."):
+      node = node[part]
+    if isinstance(value, tuple):
+      node = tuple(node)
+    assert node == value, (name, arg, field, node, value)
