@@ -19,8 +19,9 @@ What each op computes is Pillow's (as timm calls it), reproduced with OpenCV and
   ``ImageFilter.SMOOTH`` version, in Pillow's float32 arithmetic.
   All of the above equal Pillow's output exactly.
 * Rotate, ShearX/Y, TranslateX/YRel: ``Image.transform(AFFINE)``'s sampling positions,
-  edge handling and fill, by ``cv2.warpAffine`` in float32, truncated to uint8 as Pillow
-  does. Bilinear results are within one grey level of Pillow's. OpenCV's bicubic kernel
+  edge handling and fill, by ``cv2.remap`` of the uint8 frames with one fixed-point map
+  per clip. Bilinear results are within one grey level of Pillow's (OpenCV rounds where
+  Pillow truncates). OpenCV's bicubic kernel
   is Keys' with a = -0.75 where Pillow's affine bicubic uses a = -1, so bicubic results
   differ by a few grey levels at hard edges (see the tests for the bounds).
 
@@ -545,25 +546,22 @@ def _affine(frames: np.ndarray, coeffs, resample: str,
 
   Pillow samples at pixel-edge coordinates ``(x + 1/2, y + 1/2)``; a sample outside
   ``[0, W) x [0, H)`` takes the fill, one inside reads its neighbours clamped to the
-  frame (OpenCV's BORDER_REPLICATE). Interpolation is in float32, truncated to uint8
-  like Pillow's cast.
+  frame (OpenCV's BORDER_REPLICATE). The sampling map is computed once for the clip (in
+  OpenCV's fixed point, 1/32 pixel) and each uint8 frame is remapped with it; OpenCV
+  rounds where Pillow truncates, so values differ by up to a grey level (bilinear).
   """
   t, h, w, _ = frames.shape
   a, b, c, d, e, f = coeffs
-  # OpenCV's pixel centres are at integers: shift both sides by half a pixel.
-  matrix = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]])
   ys, xs = np.mgrid[:h, :w] + 0.5
   sx, sy = a * xs + b * ys + c, d * xs + e * ys + f
   outside = (sx < 0) | (sx >= w) | (sy < 0) | (sy >= h)
-  flags = cv2.WARP_INVERSE_MAP | (cv2.INTER_CUBIC if resample == "bicubic"
-                                  else cv2.INTER_LINEAR)
+  # OpenCV's pixel centres are at integers: the edge coordinate minus half a pixel.
+  map1, map2 = cv2.convertMaps((sx - 0.5).astype(np.float32),
+                               (sy - 0.5).astype(np.float32), cv2.CV_16SC2)
+  interpolation = cv2.INTER_CUBIC if resample == "bicubic" else cv2.INTER_LINEAR
   out = np.empty_like(frames)
-  warped = np.empty((h, w, 3), np.float32)
   for i in range(t):
-    cv2.warpAffine(frames[i].astype(np.float32), matrix, (w, h), dst=warped, flags=flags,
-                   borderMode=cv2.BORDER_REPLICATE)
-    if resample == "bicubic":  # cubic weights overshoot
-      np.clip(warped, 0, 255, out=warped)
-    out[i] = warped
+    cv2.remap(frames[i], map1, map2, interpolation, dst=out[i],
+              borderMode=cv2.BORDER_REPLICATE)
   out[:, outside] = fill
   return out
