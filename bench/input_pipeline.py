@@ -19,8 +19,10 @@ library threads).
 * ``after``: the pipeline as it is: libjpeg-turbo and OpenCV kernels, repeated views
   (``input.repeats`` of the recipe) from one decode, evaluation crops sharing a decode.
 
-Rows are training views (fine-tune, pretrain) and evaluation views; ``after/before``
-is the speed-up. ``--threads T`` adds the fast path with T read threads in one process
+Rows are training views (fine-tuning without RandAugment, with it on the original
+frames as VideoMAE (``ft RA frm``, the paper configs) or on the cropped views (``ft RA
+cell``); pretraining) and evaluation views; ``after/before`` is the speed-up (the earlier
+path had no RandAugment, so its rows have no ``before``). ``--threads T`` adds the fast path with T read threads in one process
 (wall clips/s, and its ratio to one thread): it scales with the cores only where the
 decoders and warps release the GIL. The issue's goals at N = 2 per core: packed fine-tuning views >= 25,
 pretraining views >= 80, video fine-tuning views >= 12.
@@ -111,12 +113,20 @@ def main():
       print(f"generated {args.videos} clips in {time.perf_counter() - start:.0f} s")
     caches = {}
     threads = f" | {args.threads} threads (x 1 thread)" if args.threads else ""
-    print(f"{'views':<9} {'N':>2} {'source':<6} {'repeats':>7} | {'before':>7} "
+    print(f"{'views':<10} {'N':>2} {'source':<6} {'repeats':>7} | {'before':>7} "
           f"{'after':>7} clips/s | {'after/before':>12} | after clips/CPU-s{threads}")
+    # (row, recipe phase, input overrides, time the earlier path too). The earlier path
+    # had no RandAugment, so its rows compare fine-tuning views without it.
+    rows = [("ft no RA", "finetune", dict(randaugment=""), True),
+            ("ft RA frm", "finetune", dict(randaugment_on="frames"), False),
+            ("ft RA cell", "finetune", dict(randaugment_on="cells"), False),
+            ("pretrain", "pretrain", {}, True),
+            ("eval", "eval", {}, True)]
     for n in args.ns:
-      for phase in ("finetune", "pretrain", "eval"):
-        config = recipe("pretrain" if phase == "pretrain" else "finetune", n, data,
+      for phase, recipe_phase, overrides, with_before in rows:
+        config = recipe("pretrain" if recipe_phase == "pretrain" else "finetune", n, data,
                         args.batch)
+        config.input.update(overrides)
         if phase == "pretrain" and args.pretrain_repeats:
           config.input.repeats = args.pretrain_repeats
         split = "eval" if phase == "eval" else "train"
@@ -130,7 +140,7 @@ def main():
             config.dataset.update(source="packed", packed_dir=caches[size])
           after, after_cpu = rate(config, split, args.seconds)
           before = float("nan")
-          if not args.skip_before:
+          if with_before and not args.skip_before:
             old = config.copy_and_resolve_references()
             old.input.repeats = 1
             with before_path():
@@ -142,7 +152,7 @@ def main():
             wide, _ = rate(many, split, args.seconds)
             scaling = f" | {wide:.1f} ({wide / after:.2f})"
           repeats = config.input.repeats if split == "train" else 1
-          print(f"{phase:<9} {n:>2} {source:<6} {repeats:>7} | {before:>7.1f} "
+          print(f"{phase:<10} {n:>2} {source:<6} {repeats:>7} | {before:>7.1f} "
                 f"{after:>7.1f}         | {after / before:>12.2f} | {after_cpu:>6.1f}"
                 f"{scaling}", flush=True)
 

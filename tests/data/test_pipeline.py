@@ -419,3 +419,8 @@ def test_randaugment_draws_per_view_and_keeps_frames_consistent():
   bad.dataset.update(name="synthetic", root="/nowhere")  # no files needed to validate
   with pytest.raises(ValueError, match="input.randaugment"):
     data_config.validate(bad)
+  # On the cells: the same kind of change, cheaper; still per view, frames consistent.
+  cfg.input.randaugment_on = "cells"
+  c = next(iter(pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())[0]))
+  assert not np.array_equal(c["frames"], ref["frames"])
+  assert (c["frames"] == c["frames"][:, :1]).all()

@@ -81,6 +81,10 @@ def input_defaults() -> ml_collections.ConfigDict:
       # timm RandAugment policy, e.g. 'rand-m7-n4-mstd0.5-inc1'; '' = off. One draw
       # of ops and magnitudes per view, the same on every frame, before the crop.
       randaugment="",
+      # Where RandAugment acts: 'frames' (the view's original frames before the crop,
+      # VideoMAE's order) or 'cells' (the cropped, resized view: the same ops on ~1/6
+      # of the pixels at N = 2; geometry and statistics then refer to the crop).
+      randaugment_on="frames",
       # Random erasing (timm, pixel mode) of one box per clip, on device after
       # normalisation; 0 = off.
       random_erase_prob=0.0,
@@ -199,6 +203,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       fail("input.randaugment", f"{e} (timm's form, e.g. 'rand-m7-n4-mstd0.5-inc1'; '' "
            "= off)")
+  if i.randaugment_on not in ("frames", "cells"):
+    fail("input.randaugment_on", f"{i.randaugment_on!r}; use 'frames' or 'cells'.")
   if not 0 <= i.random_erase_prob <= 1:
     fail("input.random_erase_prob", f"{i.random_erase_prob} must be in [0, 1].")
   lo, hi = i.crop_scale

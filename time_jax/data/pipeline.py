@@ -102,6 +102,7 @@ class _Spec:
   max_retries: int
   repeats: int = 1
   randaugment: str = ""
+  randaugment_on: str = "frames"
   crop_mode: str = "random_resized"
   multiscale_scales: tuple[float, ...] = transforms.MULTISCALE_SCALES
   multiscale_max_distort: int = 1
@@ -120,7 +121,8 @@ def _spec(config) -> _Spec:
       scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
       rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
       clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries),
-      repeats=int(i.repeats), randaugment=str(i.randaugment), crop_mode=str(i.crop_mode),
+      repeats=int(i.repeats), randaugment=str(i.randaugment),
+      randaugment_on=str(i.randaugment_on), crop_mode=str(i.crop_mode),
       multiscale_scales=tuple(float(x) for x in i.multiscale_scales),
       multiscale_max_distort=int(i.multiscale_max_distort))
 
@@ -207,17 +209,19 @@ class TrainElement:
     out = np.empty((s.repeats, *s.frames_shape), np.uint8)
     for v in range(s.repeats):
       positions = choose.positions(v)
-      if self.augment is not None:
+      clip = frames
+      if self.augment is not None and s.randaugment_on == "frames":
         # Before the crop, on the view's original frames, as VideoMAE (and timm) do.
         clip = self.augment(transforms.to_rgb(frames[positions]), rng)
         positions = None
-      else:
-        clip = frames
       view = transforms.train_view(
           rng, frames.shape[1], frames.shape[2], scale=s.scale, ratio=s.ratio,
           flip=s.flip, rotation=s.rotation, crop_mode=s.crop_mode, out_size=s.cell,
           scales=s.multiscale_scales, max_distort=s.multiscale_max_distort)
       transforms.prepare(clip, view, s.cell, indices=positions, out=out[v])
+      if self.augment is not None and s.randaugment_on == "cells":
+        # On the view itself (cell size): 1/6 of a 320x240 frame's pixels at N = 2.
+        out[v] = self.augment(out[v], rng)
     return {"frames": out, "label": np.full((s.repeats,), record.label, np.int32),
             "index": np.full((s.repeats,), idx, np.int32), _FAILED_KEY: failed}
 
