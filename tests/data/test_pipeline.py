@@ -130,6 +130,15 @@ class CountingReader(CodeReader):
     return frames
 
 
+class Texture(CodeReader):
+  """Frames of random texture, one image per record repeated over time."""
+
+  def read(self, record, choose):
+    idx = choose(NUM_FRAMES)
+    rng = np.random.default_rng(int(record.path[3:]))
+    return np.repeat(rng.integers(0, 255, (1, 48, 64, 3), np.uint8), len(idx), 0)
+
+
 def _read_ids(batch):
   return batch["frames"][:, 0, 0, 0, 2].tolist()
 
@@ -163,12 +172,6 @@ def test_repeated_views_come_from_one_read_and_differ(own_frames):
 
 
 def test_repeated_views_have_their_own_crops():
-  class Texture(CodeReader):
-    def read(self, record, choose):
-      idx = choose(NUM_FRAMES)
-      rng = np.random.default_rng(int(record.path[3:]))
-      return np.repeat(rng.integers(0, 255, (1, 48, 64, 3), np.uint8), len(idx), 0)
-
   cfg = _config(batch=4, repeats=2)
   cfg.input.crop_scale = (0.1, 0.3)
   ds, _ = pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())
@@ -398,12 +401,6 @@ def test_real_corrupt_files_are_replaced_and_counted(tmp_path):
 
 
 def test_randaugment_draws_per_view_and_keeps_frames_consistent():
-  class Texture(CodeReader):
-    def read(self, record, choose):
-      idx = choose(NUM_FRAMES)
-      rng = np.random.default_rng(int(record.path[3:]))
-      return np.repeat(rng.integers(0, 255, (1, 48, 64, 3), np.uint8), len(idx), 0)
-
   cfg = _config(batch=4, repeats=2, randaugment="rand-m9-n3-p1.0")
   cfg.input.crop_scale = (1.0, 1.0)
   cfg.input.flip = False
