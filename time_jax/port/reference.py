@@ -77,9 +77,24 @@ def _torchvision_works() -> bool:
     return False
 
 
+def _settle_transformers() -> None:
+  """Lets transformers decide, before the stand-in exists, that torchvision is absent.
+
+  transformers asks once whether torchvision is importable (and caches the answer); if
+  it first asks while the stand-in is installed, it takes it for an install and fails
+  parsing its (missing) version.
+  """
+  try:
+    from transformers.utils import import_utils  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  import_utils.is_torchvision_available()
+
+
 def timm():
   """The ``timm`` module, importable without torchvision (see the module docstring)."""
   if "timm" not in sys.modules and not _torchvision_works():
+    _settle_transformers()
     if not any(isinstance(f, _StubFinder) for f in sys.meta_path):
       sys.meta_path.insert(0, _StubFinder())
   import timm as timm_module  # pylint: disable=g-import-not-at-top
