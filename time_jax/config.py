@@ -12,7 +12,10 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
 * ``model``: ``name`` (a key of `time_jax.models.MODELS`), ``dtype`` (compute dtype,
   ``'bfloat16'`` or ``'float32'``; parameters and optimizer state stay float32),
   ``kwargs`` (extra constructor arguments: ``drop_path_rate``, ``dropout_rate``,
-  ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ``bn_frozen``, ...).
+  ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ``bn_frozen``, ...),
+  ``remat`` (gradient checkpointing of the ViT/VideoMAE blocks: ``'none'``, ``'block'``
+  or ``'full'``, `time_jax.models.transformer.remat_block`; same parameters, less
+  activation memory for more compute).
 * ``pretrain``: ``mask_ratio``, ``norm_pix_loss``, ``recon_images`` (clips of the fixed
   eval batch whose reconstructions are logged).
 * ``optimizer``: AdamW. ``lr = base_lr · batch_size / lr_batch_divisor`` (VideoMAE's
@@ -61,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = data_config.dataset_defaults()
   c.input = data_config.input_defaults()
   c.model = ml_collections.ConfigDict(dict(
-      name="videomae_b", dtype="bfloat16",
+      name="videomae_b", dtype="bfloat16", remat="none",
       kwargs=ml_collections.ConfigDict(dict(drop_path_rate=0.1))))
   c.pretrain = ml_collections.ConfigDict(dict(
       mask_ratio=0.9, norm_pix_loss=True, recon_images=4))
@@ -92,6 +95,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     num_devices: devices the mesh spans (default: all of ``jax.devices()``).
   """
   from time_jax import models  # pylint: disable=g-import-not-at-top
+  from time_jax.models import transformer  # pylint: disable=g-import-not-at-top
 
   if config.mode not in MODES:
     _fail("mode", f"{config.mode!r} is unknown; use one of {MODES}.")
@@ -109,6 +113,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
           "classifier (e.g. 'videomae_b'), or set mode='pretrain'.")
   if m.dtype not in DTYPES:
     _fail("model.dtype", f"{m.dtype!r}; use one of {DTYPES}.")
+  if m.remat not in transformer.REMATS:
+    _fail("model.remat", f"{m.remat!r}; use one of {transformer.REMATS}.")
+  if m.remat != "none" and not models.is_transformer(m.name):
+    _fail("model.remat", f"{m.remat!r}: rematerialisation is for the ViT/VideoMAE blocks; "
+          f"{m.name!r} needs remat='none'.")
   data_config.validate(config)
 
   o, t = config.optimizer, config.train

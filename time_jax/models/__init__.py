@@ -3,7 +3,8 @@
 `from_config` builds ``config.model`` for a run or a saved checkpoint. Every constructor
 takes keyword arguments ``num_classes``, ``image_size`` (H = W of the
 model input), ``num_frames`` (T* frames per clip), ``dtype`` (compute dtype; parameters
-stay float32) and model-specific options from ``config.model``. Classifiers map
+stay float32) and model-specific options from ``config.model``; the transformers (ViT,
+VideoMAE) also take ``remat`` (`transformer.remat_block`). Classifiers map
 ``x: [batch, time, H, W, c]`` to ``logits: [batch, num_classes]``.
 """
 
@@ -41,6 +42,12 @@ def is_pretrainer(name: str) -> bool:
   return name.endswith("_pretrain")
 
 
+def is_transformer(name: str) -> bool:
+  """Whether ``name`` (a key of `MODELS`) is built from `transformer` blocks, and so
+  takes ``remat``."""
+  return MODELS[name][0] in ("time_jax.models.vit", "time_jax.models.videomae")
+
+
 def create(name: str, **kwargs) -> nn.Module:
   """Builds the model called ``name`` (a key of `MODELS`) with constructor kwargs."""
   if name not in MODELS:
@@ -54,8 +61,9 @@ def from_config(config: ml_collections.ConfigDict, num_classes: int, *, dtype=No
   """The model of ``config.model`` for the TIME output clip ``[t_out, H*, W*]``.
 
   Args:
-    config: a full config (or a run's saved one): ``model.{name, dtype, kwargs}``,
-      ``image_size``, ``time.t_out`` and, for pretrainers, ``pretrain.mask_ratio``.
+    config: a full config (or a run's saved one): ``model.{name, dtype, remat,
+      kwargs}``, ``image_size``, ``time.t_out`` and, for pretrainers,
+      ``pretrain.mask_ratio``.
     num_classes: the head size (ignored by pretrainers, which have none).
     dtype: the compute dtype (default: ``config.model.dtype``).
     **overrides: constructor kwargs replacing ``config.model.kwargs`` (``mask_ratio``).
@@ -63,6 +71,9 @@ def from_config(config: ml_collections.ConfigDict, num_classes: int, *, dtype=No
   name = config.model.name
   kwargs = dict(config.model.get("kwargs", {}) or {})
   kwargs.pop("dtype", None)
+  remat = config.model.get("remat", "none")  # configs saved before the field: 'none'
+  if remat != "none":  # ResNet takes no remat
+    kwargs["remat"] = remat
   if is_pretrainer(name):
     kwargs["mask_ratio"] = float(config.pretrain.mask_ratio)
     num_classes = 0

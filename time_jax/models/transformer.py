@@ -10,7 +10,8 @@ Tokens are ``x: [batch, tokens, embed]``. Blocks sow ``attn/attention_weights``
 (``[batch, heads, tokens, tokens]``) and ``features`` (their output) into
 ``'intermediates'`` when that collection is mutable. Parameters are float32 with logical
 axis names (``embed``, ``mlp``, ``heads``); ``dtype`` is the compute dtype; ``impl``
-chooses the kernels (`time_jax.models.ops.resolve`).
+chooses the kernels (`time_jax.models.ops.resolve`); ``remat`` the gradient
+checkpointing of the blocks (`remat_block`).
 """
 
 from __future__ import annotations
@@ -141,8 +142,11 @@ class Block(nn.Module):
     return jnp.where(mask, y / keep, 0).astype(y.dtype)
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """``x: [batch, tokens, embed]`` -> same shape."""
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """``x: [batch, tokens, embed]`` -> same shape.
+
+    ``train`` is positional so that `nn.remat` can take it as a static argument.
+    """
     dim = x.shape[-1]
     y = Attention(self.num_heads, self.dtype, self.kernel_init, self.qkv_bias, self.impl,
                   name="attn")(layer_norm(self.dtype, "norm1")(x))
@@ -160,9 +164,55 @@ class Block(nn.Module):
     return x
 
 
+# config.model.remat -> the jax.checkpoint policy of each Block (see `remat_block`).
+REMAT_POLICIES = {
+    "block": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+REMATS = ("none",) + tuple(REMAT_POLICIES)
+
+# XLA:CPU removes optimisation barriers early (its ``cse_barrier_expander`` pass) and runs
+# CSE again after layout assignment, which merges the recomputation `jax.checkpoint`
+# guards with those barriers back into the forward pass: on CPU, remat then saves no
+# memory. Compiling with these options keeps the barriers, as XLA:GPU does until after
+# scheduling: ``jax.jit(f).lower(...).compile(compiler_options=...)``.
+CPU_REMAT_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def remat_block(remat: str) -> type[Block]:
+  """`Block`, or `Block` under `nn.remat` (gradient checkpointing): same parameters.
+
+  What the backward pass of a block finds saved from the forward pass:
+
+  * ``'none'``: everything it needs.
+  * ``'block'``: the outputs of the products with the weights (``qkv``, ``proj``,
+    ``fc1``, ``fc2``; ``jax.checkpoint_policies.dots_with_no_batch_dims_saveable``),
+    ``[batch, tokens, features]``, linear in the tokens; the attention (its two batched
+    products and the softmax), the GELU and the LayerNorms are recomputed. Saving the
+    attention products too (``checkpoint_dots``) would recompute only elementwise
+    operations but keep ``[batch, heads, tokens, tokens]`` logits per block, quadratic
+    in the tokens (1568 for a 16×224² VideoMAE clip); ``bench/memory.py --policies``
+    compares the two.
+  * ``'full'``: only the block's input; the whole block is computed twice.
+
+  Drop path recomputes the same masks (its rng is an input of the block). Without
+  differentiation nothing is recomputed, and the blocks sow into ``'intermediates'``
+  as without remat. On CPU see `CPU_REMAT_COMPILER_OPTIONS`.
+
+  Raises:
+    ValueError: ``remat`` is not one of `REMATS`.
+  """
+  if remat == "none":
+    return Block
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"config.model.remat={remat!r}; use one of {REMATS}.")
+  return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+
+
 def blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
            drop_path_rate: float, init_values: float, dtype: Dtype, kernel_init,
-           train: bool, impl: str, qkv_bias: bool = False) -> jax.Array:
+           train: bool, impl: str, qkv_bias: bool = False,
+           remat: str = "none") -> jax.Array:
   """``depth`` `Block` s named ``blocks_{i}`` in the calling module.
 
   Must be called inside a compact method (the blocks become the caller's submodules).
@@ -175,14 +225,16 @@ def blocks(x: jax.Array, *, depth: int, num_heads: int, mlp_ratio: float,
     mlp_ratio: MLP width over ``embed``.
     drop_path_rate: drop path of the last block.
     train: enables drop path (rng ``'drop_path'``).
+    remat: ``'none'``, ``'block'`` or ``'full'``: `remat_block`.
 
   Returns:
     ``[batch, tokens, embed]``.
   """
+  block = remat_block(remat)
   rates = np.linspace(0, drop_path_rate, depth)
   for i in range(depth):
-    x = Block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
+    x = block(num_heads=num_heads, mlp_dim=int(x.shape[-1] * mlp_ratio),
               drop_path=float(rates[i]), init_values=init_values, dtype=dtype,
               kernel_init=kernel_init, qkv_bias=qkv_bias, impl=impl,
-              name=f"blocks_{i}")(x, train=train)
+              name=f"blocks_{i}")(x, train)
   return x

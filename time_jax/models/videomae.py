@@ -380,6 +380,8 @@ class VideoMAE(nn.Module):
       ``init_scale``, 0.001 in the fine-tuning scripts; its bias starts at 0).
     dtype: compute dtype; parameters are float32.
     impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
+    remat: gradient checkpointing of the blocks, ``'none'``, ``'block'`` or ``'full'``
+      (`transformer.remat_block`).
   """
   num_classes: int = 400
   patch_size: int = 16
@@ -395,6 +397,7 @@ class VideoMAE(nn.Module):
   init_scale: float = 0.001
   dtype: Dtype = jnp.float32
   impl: str = "auto"
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -405,7 +408,8 @@ class VideoMAE(nn.Module):
     x = transformer.blocks(
         x, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
         drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
-        kernel_init=transformer.trunc_normal, train=train, impl=self.impl)
+        kernel_init=transformer.trunc_normal, train=train, impl=self.impl,
+        remat=self.remat)
     if self.use_mean_pooling:
       x = transformer.layer_norm(self.dtype, "fc_norm")(x.mean(axis=1))
     else:
@@ -428,6 +432,7 @@ class PretrainDecoder(nn.Module):
   init_values: float
   dtype: Dtype
   impl: str = "auto"
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, h: jax.Array, k: int, *, train: bool) -> jax.Array:
@@ -435,7 +440,7 @@ class PretrainDecoder(nn.Module):
     h = transformer.blocks(
         h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
         drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
-        kernel_init=_xavier, train=train, impl=self.impl)
+        kernel_init=_xavier, train=train, impl=self.impl, remat=self.remat)
     h = transformer.layer_norm(self.dtype, "norm")(h[:, -k:])
     return transformer.head(self.out_dim, self.dtype, 1.0, "patch", _xavier, "head",
                             impl=self.impl)(h)
@@ -459,6 +464,8 @@ class VideoMAEPretrain(nn.Module):
     init_values: layer scale (0 = none).
     dtype: compute dtype; parameters are float32.
     impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
+    remat: gradient checkpointing of the encoder and decoder blocks, ``'none'``,
+      ``'block'`` or ``'full'`` (`transformer.remat_block`).
   """
   mask_ratio: float = 0.9
   patch_size: int = 16
@@ -474,6 +481,7 @@ class VideoMAEPretrain(nn.Module):
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
   impl: str = "auto"
+  remat: str = "none"
 
   def num_masked(self, num_frames: int, image_size: int) -> int:
     """Masked tokens per clip of ``num_frames`` frames of ``image_size``²."""
@@ -513,7 +521,7 @@ class VideoMAEPretrain(nn.Module):
     h = transformer.blocks(
         h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
         drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
-        kernel_init=_xavier, train=train, impl=self.impl)
+        kernel_init=_xavier, train=train, impl=self.impl, remat=self.remat)
     h = transformer.layer_norm(self.dtype, "norm")(h)
     h = transformer.dense(
         self.decoder_embed_dim, self.dtype,
@@ -533,7 +541,7 @@ class VideoMAEPretrain(nn.Module):
     out_dim = self.tubelet_size * self.patch_size ** 2 * x.shape[-1]
     return PretrainDecoder(self.decoder_depth, self.decoder_num_heads, self.mlp_ratio,
                            out_dim, self.drop_path_rate, self.init_values, self.dtype,
-                           self.impl, name="decoder")(h, k, train=train)
+                           self.impl, self.remat, name="decoder")(h, k, train=train)
 
 
 def _classifier(size: str, num_classes: int = 400, image_size: int = 224,

@@ -84,6 +84,8 @@ class ViT(nn.Module):
     init_values: layer scale (0 = none, as the ImageNet models).
     dtype: compute dtype.
     impl: the kernel set, ``'auto'``, ``'cpu'``, ``'gpu'`` or ``'xla'`` (`ops.resolve`).
+    remat: gradient checkpointing of the blocks, ``'none'``, ``'block'`` or ``'full'``
+      (`transformer.remat_block`).
   """
   num_classes: int = 1000
   image_size: int = 224
@@ -98,6 +100,7 @@ class ViT(nn.Module):
   init_values: float = 0.0
   dtype: Dtype = jnp.float32
   impl: str = "auto"
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -125,7 +128,8 @@ class ViT(nn.Module):
     h = transformer.blocks(
         h, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
         drop_path_rate=self.drop_path_rate, init_values=self.init_values, dtype=self.dtype,
-        kernel_init=transformer.trunc_normal, train=train, impl=self.impl, qkv_bias=True)
+        kernel_init=transformer.trunc_normal, train=train, impl=self.impl, qkv_bias=True,
+        remat=self.remat)
     if self.pool == "token":
       h = transformer.layer_norm(self.dtype, "norm")(h)[:, 0]
     else:
