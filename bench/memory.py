@@ -32,7 +32,7 @@ block the same drop path rate, which compiles alike), and reports the seconds of
 plus compiling, wall and CPU (this process's; less disturbed by other load), the least
 of ``--repeats``, with XLA's ``temp`` bytes.
 
-On CPU the step compiles with `time_jax.models.transformer.CPU_REMAT_COMPILER_OPTIONS`,
+On CPU the step compiles with `time_jax.models.ops.CPU_REMAT_COMPILER_OPTIONS`,
 which keeps the optimisation barriers of `jax.checkpoint` (XLA:CPU otherwise merges the
 recomputation back into the forward pass), and with the CPU kernel set (explicit softmax
 attention, ``[batch, heads, tokens, tokens]`` in memory); a GPU's fused attention never
@@ -50,6 +50,7 @@ from flax import linen as nn
 
 from time_jax import models
 from time_jax import recipes
+from time_jax.models import ops
 from time_jax.models import transformer
 from time_jax.train import optimizer as optimizer_lib
 from time_jax.train import sharding
@@ -98,7 +99,8 @@ def measure(config: ml_collections.ConfigDict) -> dict:
     return state
 
   state = jax.eval_shape(create)
-  step = steps_lib.jit_train_step(task.train_step(built["tx"]), built["shardings"], mesh)
+  step = steps_lib.jit_train_step(task.train_step(built["tx"]), built["shardings"], mesh,
+                                  remat=config.model.remat)
   n, cell = config.time.n, config.image_size // config.time.n
   b = config.input.batch_size
   batch = {"frames": jax.ShapeDtypeStruct((b, config.time.t_out * n * n, cell, cell, 3),
@@ -107,7 +109,7 @@ def measure(config: ml_collections.ConfigDict) -> dict:
   batch = {k: batch[k] for k in task.batch_keys}
   key = jax.ShapeDtypeStruct((2,), jnp.uint32)
   start = time.perf_counter()
-  compiled = step.lower(state, batch, key).compile(compiler_options=_compile_options())
+  compiled = step.lower(state, batch, key).compile()
   seconds = time.perf_counter() - start
   m = compiled.memory_analysis()
   cost = compiled.cost_analysis()
@@ -118,11 +120,6 @@ def measure(config: ml_collections.ConfigDict) -> dict:
       peak=(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
             + m.temp_size_in_bytes),
       gflop=cost.get("flops", 0.0) / 1e9, compile_s=seconds)
-
-
-def _compile_options() -> dict:
-  return (transformer.CPU_REMAT_COMPILER_OPTIONS if jax.default_backend() == "cpu"
-          else {})
 
 
 # ---------------------------------------------------------------------------- --scan
@@ -200,8 +197,8 @@ def compile_seconds(config: ml_collections.ConfigDict, scan: str) -> dict:
             jax.ShapeDtypeStruct(shape[:1], jnp.int32),
             jax.ShapeDtypeStruct((2,), jnp.uint32))
     wall, cpu = time.perf_counter(), time.process_time()
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(*args).compile(
-        compiler_options=_compile_options())
+    compiled = jax.jit(jax.value_and_grad(loss),
+                       compiler_options=ops.compiler_options("block")).lower(*args).compile()
     return dict(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu,
                 temp=compiled.memory_analysis().temp_size_in_bytes)
   finally:

@@ -15,6 +15,7 @@ import pytest
 from time_jax import config as config_lib
 from time_jax import models
 from time_jax.diagnose import attention
+from time_jax.models import ops
 from time_jax.models import transformer
 
 TINY = dict(embed_dim=32, depth=2, num_heads=4, patch_size=8, drop_path_rate=0.3)
@@ -65,7 +66,7 @@ def test_gradients_and_parameters_equal_no_remat(name, perturbed):
         jax.tree.map(jnp.shape, variables))
     # compiled as where remat recomputes (on CPU: with the barriers kept)
     got = jax.jit(_grad_fn(model, inputs)).lower(params).compile(
-        compiler_options=transformer.CPU_REMAT_COMPILER_OPTIONS)(params)
+        compiler_options=ops.CPU_REMAT_COMPILER_OPTIONS)(params)
     for (path, w), g in zip(jax.tree_util.tree_flatten_with_path(want)[0],
                             jax.tree.leaves(got)):
       scale = float(np.max(np.abs(w)))
@@ -84,7 +85,7 @@ def _temp_bytes(remat: str) -> int:
   def loss(params, x):
     return model.apply({"params": params}, x, train=True).mean()
   compiled = jax.jit(jax.grad(loss)).lower(params, x).compile(
-      compiler_options=transformer.CPU_REMAT_COMPILER_OPTIONS)
+      compiler_options=ops.CPU_REMAT_COMPILER_OPTIONS)
   return compiled.memory_analysis().temp_size_in_bytes
 
 

@@ -49,6 +49,22 @@ def resolve(impl: str) -> str:
   return impl
 
 
+# XLA:CPU removes optimisation barriers early (its ``cse_barrier_expander`` pass) and runs
+# CSE again after layout assignment, which merges the recomputation `jax.checkpoint`
+# guards with those barriers back into the forward pass: on CPU, remat then saves no
+# memory. Compiling with these options keeps the barriers, as XLA:GPU does until after
+# scheduling.
+CPU_REMAT_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def compiler_options(remat: str) -> dict[str, str] | None:
+  """XLA options a step with ``model.remat`` needs on this backend (``jax.jit(...,
+  compiler_options=...)``), or None: `CPU_REMAT_COMPILER_OPTIONS` on a CPU."""
+  if remat != "none" and jax.default_backend() == "cpu":
+    return dict(CPU_REMAT_COMPILER_OPTIONS)
+  return None
+
+
 # ----------------------------------------------------------------------------------------
 # Matrix products.
 

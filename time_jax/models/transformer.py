@@ -171,12 +171,6 @@ REMAT_POLICIES = {
 }
 REMATS = ("none",) + tuple(REMAT_POLICIES)
 
-# XLA:CPU removes optimisation barriers early (its ``cse_barrier_expander`` pass) and runs
-# CSE again after layout assignment, which merges the recomputation `jax.checkpoint`
-# guards with those barriers back into the forward pass: on CPU, remat then saves no
-# memory. Compiling with these options keeps the barriers, as XLA:GPU does until after
-# scheduling: ``jax.jit(f).lower(...).compile(compiler_options=...)``.
-CPU_REMAT_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
 def remat_block(remat: str) -> type[Block]:
@@ -197,7 +191,7 @@ def remat_block(remat: str) -> type[Block]:
 
   Drop path recomputes the same masks (its rng is an input of the block). Without
   differentiation nothing is recomputed, and the blocks sow into ``'intermediates'``
-  as without remat. On CPU see `CPU_REMAT_COMPILER_OPTIONS`.
+  as without remat. On CPU the step must compile with `ops.compiler_options`.
 
   Raises:
     ValueError: ``remat`` is not one of `REMATS`.

@@ -144,8 +144,9 @@ class Trainer:
                  parameter_overview.get_parameter_overview(self.state.params,
                                                            include_stats=False))
     self.ckpt = checkpoints.Checkpointer(self.workdir, config)
-    self.train_step = steps_lib.jit_train_step(self.task.train_step(self.tx),
-                                               self.shardings, self.mesh)
+    self.train_step = steps_lib.jit_train_step(
+        self.task.train_step(self.tx), self.shardings, self.mesh,
+        remat=config.model.get("remat", "none"))
     self.eval_step = self.task.eval_step(self.shardings, self.mesh)
 
   # --------------------------------------------------------------------------- eval

@@ -21,6 +21,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from time_jax import models
+from time_jax.models import ops
 from time_jax import time_layer
 from time_jax.models import videomae
 from time_jax.train import augment
@@ -210,12 +211,18 @@ def make_pretrain_eval_step(model: nn.Module, config: ml_collections.ConfigDict)
   return eval_step
 
 
-def jit_train_step(step_fn, state_shardings: Any, mesh: Mesh):
-  """``jax.jit`` with the state donated; batch over ``data × fsdp``; metrics replicated."""
+def jit_train_step(step_fn, state_shardings: Any, mesh: Mesh, *, remat: str = "none"):
+  """``jax.jit`` with the state donated; batch over ``data × fsdp``; metrics replicated.
+
+  ``remat``: ``config.model.remat``, for the compiler options it needs on this backend
+  (`time_jax.models.ops.compiler_options`).
+  """
   data = sharding.batch_sharding(mesh)
   rep = sharding.replicated(mesh)
+  options = ops.compiler_options(remat)
+  extra = {} if options is None else {"compiler_options": options}
   return jax.jit(step_fn, in_shardings=(state_shardings, data, rep),
-                 out_shardings=(state_shardings, rep), donate_argnums=(0,))
+                 out_shardings=(state_shardings, rep), donate_argnums=(0,), **extra)
 
 
 def jit_eval_step(step_fn, state_shardings: Any, mesh: Mesh, with_rng: bool = False):
