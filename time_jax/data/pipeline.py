@@ -8,6 +8,7 @@ Entry point::
     state = it.get_state()         # JSON-able dict; store it in the Orbax checkpoint
     it.set_state(state)            # resume exactly where `state` was taken
     info.monitor.metrics()         # {'input/bad_files': .., 'input/replaced': ..}
+                                   # (eval: 'input/failed_views' for 'input/replaced')
 
 ``ds`` is a ``grain.IterDataset``; its iterators also work with
 ``grain.checkpoint.CheckpointHandler`` (Orbax). Batches hold this process's share
@@ -42,9 +43,12 @@ batching happens on the index-addressed MapDataset before Grain's workers split 
 
 Bad input: a record whose reader raises `DecodeError` is replaced (training) by a
 record drawn with the element's generator, so the replacement is deterministic; in eval
-it becomes ``valid=False``. Each bad file is logged once with its path (its error on the
-worker) and counted by ``info.monitor``; when more than ``dataset.max_bad_fraction`` of
-the records have failed the iterator raises `TooManyBadFiles` naming the first ones.
+the view keeps its ``index`` and becomes ``valid=False``, so evaluation leaves it out
+and reports the video (`time_jax.train.metrics.ViewTally`: excluded when none of its
+views decoded). Each bad file is logged once with its path (its error on the worker)
+and counted by ``info.monitor`` (this process's share, since it was built); when more
+than ``dataset.max_bad_fraction`` of the records have failed the iterator raises
+`TooManyBadFiles` naming the first ones.
 
 ``info`` (`PipelineInfo`): ``num_classes``, ``class_names``, ``num_examples`` (records
 of the split, all processes), ``num_views`` (train: ``repeats``; eval: clips × crops),
@@ -309,8 +313,11 @@ class BadFileMonitor:
   """Counts bad files in the consuming process and stops when there are too many.
 
   Runs as the last (main-process) map of the pipeline: it removes the internal
-  ``_failed`` field from every batch. Counts restart with a new process (they are
-  not part of the iterator state).
+  ``_failed`` field from every batch. Counts cover this process's records since the
+  pipeline was built (every pass over the eval split adds to them) and restart with a
+  new process (they are not part of the iterator state). An evaluation's own counts,
+  over all processes, come from the gathered ``index`` / ``valid`` of its batches
+  (`time_jax.train.metrics.ViewTally`).
   """
 
   def __init__(self, records: Sequence[Record], max_fraction: float, split: str):
@@ -318,7 +325,7 @@ class BadFileMonitor:
     self.max_bad = max_fraction * len(records)
     self.split = split
     self.bad: dict[int, int] = {}  # record index -> times seen, in first-seen order
-    self.replaced = 0
+    self.replaced = 0  # failed elements: replaced in training, left out in eval
 
   def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     batch = dict(batch)
@@ -328,7 +335,8 @@ class BadFileMonitor:
       if idx not in self.bad:
         logging.warning("%s input: cannot decode %s (bad file %d; it is %s).",
                         self.split, self.paths[idx], len(self.bad) + 1,
-                        "replaced" if self.split == "train" else "marked valid=False")
+                        "replaced" if self.split == "train"
+                        else "marked valid=False and left out of the evaluation")
       self.bad[idx] = self.bad.get(idx, 0) + 1
     if len(self.bad) > self.max_bad:
       first = "\n  ".join(self.paths[i] for i in list(self.bad)[:10])
@@ -339,8 +347,11 @@ class BadFileMonitor:
     return batch
 
   def metrics(self) -> dict[str, int]:
-    """``input/bad_files``: distinct files seen failing; ``input/replaced``: elements."""
-    return {"input/bad_files": len(self.bad), "input/replaced": self.replaced}
+    """``input/bad_files``: distinct files seen failing; train: ``input/replaced``,
+    the elements replaced by another record; eval: ``input/failed_views``, the views
+    marked ``valid=False`` (nothing is replaced in evaluation)."""
+    name = "input/replaced" if self.split == "train" else "input/failed_views"
+    return {"input/bad_files": len(self.bad), name: self.replaced}
 
 
 @dataclasses.dataclass

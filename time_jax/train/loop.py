@@ -161,9 +161,7 @@ class Trainer:
                  "EMA" if self.eval_ema else "raw")
     out, result = self.task.evaluate(self.eval_step, state, iter(self.eval_ds), self.mesh)
     self.task.write_reports(result, step, final=final, writer=self.writer,
-                            workdir=self.workdir, class_names=self.eval_info.class_names)
-    out.update({f"eval/{k.split('/')[-1]}": v
-                for k, v in self.eval_info.monitor.metrics().items()})
+                            workdir=self.workdir, info=self.eval_info)
     out["eval/seconds"] = time.time() - start
     self.writer.scalars(step, out)
     return out

@@ -2,8 +2,10 @@
 
 * Training metrics are aggregated over a log window with ``clu.metrics`` (`train_collection`).
 * Evaluation averages the logits of every view of a video (same ``index``), then
-  computes top-1 / top-5, per-class accuracy and the confusion matrix (`EvalAccumulator`),
-  written as CSV and a matplotlib plot (`write_confusion`).
+  computes top-1 (top-5 with more than 5 classes), per-class accuracy and the confusion
+  matrix (`EvalAccumulator`), written as CSV and a matplotlib plot (`write_confusion`).
+  Views that could not be decoded are tallied per video (`ViewTally`): a video with no
+  decodable view is excluded from every metric and listed.
 * `Writer` writes scalars and images to TensorBoard event files with tensorboardX, to the
   log and to ``metrics.jsonl`` (one JSON object a line, read by tests and scripts);
   only process 0 writes.
@@ -28,18 +30,62 @@ def train_collection(names: Sequence[str]) -> type[clu_metrics.Collection]:
       **{n: clu_metrics.Average.from_output(n) for n in names})
 
 
+class ViewTally:
+  """Which videos of an evaluation were read: valid and failed views per record index.
+
+  Fed with the gathered ``index`` and ``valid`` of every eval batch (all processes'
+  shares), so its lists cover the whole eval split. Padding (``index < 0``) is ignored;
+  a view with ``index >= 0`` and ``valid`` False is one whose video could not be decoded.
+  """
+
+  def __init__(self):
+    self.valid: dict[int, int] = {}   # record index -> views scored
+    self.failed: dict[int, int] = {}  # record index -> views that could not be decoded
+
+  def add(self, index: np.ndarray, valid: np.ndarray) -> None:
+    """One gathered batch: ``index, valid [B]``."""
+    for idx, ok in zip(np.asarray(index).tolist(), np.asarray(valid).tolist()):
+      if idx < 0:
+        continue
+      counts = self.valid if ok else self.failed
+      counts[idx] = counts.get(idx, 0) + 1
+
+  def excluded(self) -> list[int]:
+    """Record indices with no decodable view: left out of every metric, sorted."""
+    return sorted(i for i in self.failed if i not in self.valid)
+
+  def partial(self) -> list[int]:
+    """Record indices scored on fewer views than asked (some failed), sorted."""
+    return sorted(i for i in self.failed if i in self.valid)
+
+  def scalars(self, prefix: str = "eval") -> dict[str, int]:
+    """``{prefix}/num_videos`` scored, ``{prefix}/excluded`` (no view decoded),
+    ``{prefix}/partial`` (some views failed), ``{prefix}/failed_views``."""
+    return {f"{prefix}/num_videos": len(self.valid),
+            f"{prefix}/excluded": len(self.excluded()),
+            f"{prefix}/partial": len(self.partial()),
+            f"{prefix}/failed_views": sum(self.failed.values())}
+
+
 class EvalAccumulator:
-  """Sums logits per video over views; reports accuracy after all batches."""
+  """Sums logits per video over views; reports accuracy after all batches.
+
+  Views that failed to decode (``valid`` False) are left out of the sums and tallied
+  (`ViewTally`); a video none of whose views decoded is excluded from every metric and
+  listed by `result`.
+  """
 
   def __init__(self, num_classes: int):
     self.num_classes = num_classes
     self.logits: dict[int, np.ndarray] = {}
     self.views: dict[int, int] = {}
     self.labels: dict[int, int] = {}
+    self.tally = ViewTally()
 
   def add(self, logits: np.ndarray, label: np.ndarray, index: np.ndarray,
           valid: np.ndarray) -> None:
     """One gathered batch: ``logits [B, C]``, ``label, index, valid [B]``."""
+    self.tally.add(index, valid)
     probs = np.asarray(logits, np.float64)
     for row, lab, idx, ok in zip(probs, label, index, valid):
       if not ok:
@@ -50,27 +96,41 @@ class EvalAccumulator:
       self.labels[idx] = int(lab)
 
   def result(self) -> dict[str, Any]:
-    """``top1``, ``top5`` (fractions), ``num_videos``, ``per_class`` ``[C]`` (NaN for
-    classes without videos) and ``confusion`` ``[C, C]`` (rows: true, columns: predicted).
+    """The evaluation of the videos scored.
+
+    Returns:
+      ``top1`` (a fraction); ``top5`` only with more than 5 classes (with 5 or fewer
+      every video would count); ``num_videos`` scored; ``excluded`` and ``partial``:
+      sorted record indices of the videos with no decodable view (left out) and of
+      those scored on only the views that decoded; ``failed_views``; ``per_class``
+      ``[C]`` (NaN for classes without videos) and ``confusion`` ``[C, C]`` (rows: true,
+      columns: predicted).
     """
     c = self.num_classes
+    out = dict(num_videos=len(self.logits), excluded=self.tally.excluded(),
+               partial=self.tally.partial(),
+               failed_views=sum(self.tally.failed.values()))
     if not self.logits:
-      return dict(top1=float("nan"), top5=float("nan"), num_videos=0,
-                  per_class=np.full(c, np.nan), confusion=np.zeros((c, c), np.int64))
+      out.update(top1=float("nan"), per_class=np.full(c, np.nan),
+                 confusion=np.zeros((c, c), np.int64))
+      if c > 5:
+        out["top5"] = float("nan")
+      return out
     idx = sorted(self.logits)
     logits = np.stack([self.logits[i] / self.views[i] for i in idx])
     labels = np.asarray([self.labels[i] for i in idx])
     pred = logits.argmax(-1)
-    k = min(5, c)
-    topk = np.argsort(-logits, axis=-1)[:, :k]
     confusion = np.zeros((c, c), np.int64)
     np.add.at(confusion, (labels, pred), 1)
     totals = confusion.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
       per_class = np.where(totals > 0, np.diag(confusion) / np.maximum(totals, 1), np.nan)
-    return dict(top1=float(np.mean(pred == labels)),
-                top5=float(np.mean((topk == labels[:, None]).any(-1))),
-                num_videos=len(idx), per_class=per_class, confusion=confusion)
+    out.update(top1=float(np.mean(pred == labels)), per_class=per_class,
+               confusion=confusion)
+    if c > 5:
+      top5 = np.argsort(-logits, axis=-1)[:, :5]
+      out["top5"] = float(np.mean((top5 == labels[:, None]).any(-1)))
+    return out
 
 
 def write_confusion(result: dict[str, Any], class_names: Sequence[str], out_dir: str,
@@ -103,7 +163,9 @@ def write_confusion(result: dict[str, Any], class_names: Sequence[str], out_dir:
       ax.set_yticks(range(len(names)), names, fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"top-1 {100 * result['top1']:.2f}% ({result['num_videos']} videos)")
+    excluded = len(result.get("excluded", ()))
+    ax.set_title(f"top-1 {100 * result['top1']:.2f}% ({result['num_videos']} videos"
+                 + (f", {excluded} excluded as undecodable)" if excluded else ")"))
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, f"{prefix}_confusion.png"), dpi=120)
     plt.close(fig)

@@ -4,11 +4,19 @@ The loop (`time_jax.train.loop`) is the same for every ``config.mode``; a task s
 the mode's pieces around the pure step factories of `time_jax.train.steps`:
 
 * `Classification` (``finetune`` and ``eval``): cross-entropy with mixup/cutmix;
-  evaluation averages the logits of every view of a video and reports top-1/top-5,
-  per-class accuracy and the confusion matrix; the score is top-1.
+  evaluation averages the logits of every view of a video and reports top-1 (top-5
+  with more than 5 classes), per-class accuracy and the confusion matrix; the score is
+  top-1.
 * `Pretraining` (``pretrain``): masked autoencoding with tube masks drawn on device;
   evaluation averages the reconstruction loss over the eval set with fixed masks and
   logs reconstructions of the first clips; the score is minus that loss.
+
+Both leave out views that could not be decoded (``valid`` False) and report, over all
+processes (the batches' ``index`` and ``valid`` are gathered): ``eval/num_videos``
+scored, ``eval/excluded`` (videos with no decodable view, in no metric),
+``eval/partial`` (videos scored on the views that decoded) and ``eval/failed_views``
+(`metrics.ViewTally`). The final classification evaluation lists the excluded and
+partial videos' paths in ``eval_results.json``.
 
 ``task = tasks.for_config(config, model, num_classes)``; the loop then calls
 ``task.init_fn()``, ``task.train_step(tx)``, ``task.eval_step(shardings, mesh)``,
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable, Iterable
 
 import jax
@@ -30,6 +39,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from time_jax.data import pipeline
 from time_jax.models import videomae
 from time_jax.train import metrics as metrics_lib
 from time_jax.train import steps as steps_lib
@@ -76,29 +86,44 @@ class Classification:
 
   def evaluate(self, eval_step, state, batches: Iterable[dict[str, np.ndarray]],
                mesh: Mesh) -> tuple[dict[str, float], dict[str, Any]]:
-    """``(scalars, result)``: multi-view top-1/top-5 and `EvalAccumulator.result`."""
+    """``(scalars, result)``: multi-view top-1 (and top-5 with more than 5 classes),
+    the `ViewTally` counts, and `EvalAccumulator.result`."""
     acc = metrics_lib.EvalAccumulator(self.num_classes)
     for batch in batches:
       gb = steps_lib.global_batch(batch, mesh, keys=("frames",))
       logits = gather(eval_step(state, gb))
       acc.add(logits, *(gather(batch[k]) for k in ("label", "index", "valid")))
     res = acc.result()
-    return ({"eval/top1": res["top1"], "eval/top5": res["top5"],
-             "eval/num_videos": res["num_videos"]}, res)
+    scalars = {"eval/top1": res["top1"]}
+    if "top5" in res:
+      scalars["eval/top5"] = res["top5"]
+    scalars.update(acc.tally.scalars())
+    return scalars, res
 
   def write_reports(self, result: dict[str, Any], step: int, *, final: bool,
                     writer: metrics_lib.Writer, workdir: str,
-                    class_names: list[str]) -> None:
-    """At the final evaluation: the confusion matrix and ``eval_results.json``."""
+                    info: pipeline.PipelineInfo) -> None:
+    """At the final evaluation, on process 0: the confusion matrix and
+    ``eval_results.json``: ``step``, ``top1``, ``top5`` (more than 5 classes only),
+    ``num_videos`` scored, ``mean_class_accuracy``, and the paths of the eval split's
+    (``info.records``) ``excluded`` videos (no view decoded; in no metric) and
+    ``partial`` ones (scored on the views that decoded), with ``failed_views``."""
     del writer
     if not final or jax.process_index() != 0:
       return
-    metrics_lib.write_confusion(result, class_names, workdir)
+    metrics_lib.write_confusion(result, info.class_names, workdir)
+    report = dict(step=step, top1=result["top1"])
+    if "top5" in result:
+      report["top5"] = result["top5"]
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)  # all NaN: no video scored
+      report["mean_class_accuracy"] = float(np.nanmean(result["per_class"]))
+    report.update(num_videos=result["num_videos"],
+                  excluded=[info.records[i].path for i in result["excluded"]],
+                  partial=[info.records[i].path for i in result["partial"]],
+                  failed_views=result["failed_views"])
     with open(os.path.join(workdir, EVAL_RESULTS_FILE), "w") as f:
-      json.dump(dict(step=step, top1=result["top1"], top5=result["top5"],
-                     num_videos=result["num_videos"],
-                     mean_class_accuracy=float(np.nanmean(result["per_class"]))), f,
-                indent=2)
+      json.dump(report, f, indent=2)
 
   def score(self, scalars: dict[str, float]) -> float:
     """Higher is better: top-1."""
@@ -126,27 +151,30 @@ class Pretraining(Classification):
 
   def evaluate(self, eval_step, state, batches: Iterable[dict[str, np.ndarray]],
                mesh: Mesh) -> tuple[dict[str, float], dict[str, Any]]:
-    """``(scalars, {'images'})``: the mean reconstruction loss over valid clips, and
-    ``[input, masked, reconstruction]`` of the first ``pretrain.recon_images`` clips."""
+    """``(scalars, {'images'})``: the mean reconstruction loss over valid clips with
+    the `ViewTally` counts, and ``[input, masked, reconstruction]`` of the first
+    ``pretrain.recon_images`` clips."""
     total, count, images = 0.0, 0, None
+    tally = metrics_lib.ViewTally()
     base = jax.random.PRNGKey(self.config.seed + 1)  # the same masks at every eval
     for i, batch in enumerate(batches):
       gb = steps_lib.global_batch(batch, mesh, keys=("frames",))
       loss, orig, masked, recon = eval_step(state, gb, jax.random.fold_in(base, i))
       loss, valid = gather(loss), gather(batch["valid"])
+      tally.add(gather(batch["index"]), valid)
       total += float(loss[valid].sum())
       count += int(valid.sum())
       if i == 0:
         k = self.config.pretrain.recon_images
         images = [gather(a)[:k] for a in (orig, masked, recon)]
-    return {"eval/loss": total / max(count, 1)}, {"images": images}
+    return {"eval/loss": total / max(count, 1), **tally.scalars()}, {"images": images}
 
   def write_reports(self, result: dict[str, Any], step: int, *, final: bool,
                     writer: metrics_lib.Writer, workdir: str,
-                    class_names: list[str]) -> None:
+                    info: pipeline.PipelineInfo) -> None:
     """Logs the reconstructions as one image per clip: rows input / masked /
     reconstruction, frames left to right."""
-    del final, workdir, class_names
+    del final, workdir, info
     images = result["images"]
     if images is not None and len(images[0]):
       rows = [np.concatenate(list(a), axis=-2) for a in images]  # [k, H, t·W, 3] each
