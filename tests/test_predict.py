@@ -78,20 +78,45 @@ def test_cli_prints_top_classes_and_json(workdir, clip, capsys):
   assert "(3 views)" in text and "1. " in text
 
 
-@pytest.mark.parametrize("what", ["checkpoint", "video", "unreadable"])
-def test_missing_or_unreadable_file_is_one_clear_error(workdir, clip, tmp_path, capsys,
-                                                       what):
-  bad = tmp_path / "broken.mp4"
-  bad.write_bytes(b"not a video at all")
-  args = {"checkpoint": ["--checkpoint", str(tmp_path / "nowhere"), "--video", clip],
-          "video": ["--checkpoint", workdir, "--video", str(tmp_path / "gone.mp4")],
-          "unreadable": ["--checkpoint", workdir, "--video", str(bad)]}[what]
-  assert predict.main(args) == 2
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path, clip, capsys):
+  assert predict.main(["--checkpoint", str(tmp_path / "nowhere"), "--video", clip]) == 2
   captured = capsys.readouterr()
   assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
-  assert {"checkpoint": "nowhere", "video": "gone.mp4", "unreadable": "broken.mp4"}[what] \
-      in captured.err
-  assert "Traceback" not in captured.err
+  assert "nowhere" in captured.err and "Traceback" not in captured.err
+  assert captured.out == ""
+
+
+def test_bad_videos_are_reported_and_the_rest_classified(workdir, clip, tmp_path, capsys):
+  broken = tmp_path / "broken.mp4"
+  broken.write_bytes(b"not a video at all")
+  gone = str(tmp_path / "gone.mp4")
+  args = ["--checkpoint", workdir, "--video", str(broken), clip, gone, clip, "--json"]
+  assert predict.main(args) == 1
+  captured = capsys.readouterr()
+  done = [json.loads(line) for line in captured.out.strip().splitlines()]
+  assert [d["video"] for d in done] == [clip, clip]
+  errors = captured.err.strip().splitlines()
+  assert len(errors) == 3 and "Traceback" not in captured.err
+  assert errors[0].startswith(f"error: {broken}") and errors[1].startswith(f"error: {gone}")
+  assert errors[2] == "error: 2 of 4 videos failed (listed above)."
+
+
+def _renumbered(workdir, root, step):
+  """A copy of ``workdir`` whose one saved step is ``step``."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = shutil.copytree(workdir, root / "copy")
+  os.rename(copy / "checkpoints" / "1", copy / "checkpoints" / str(step))
+  return str(copy)
+
+
+def test_cli_names_the_checkpoint_and_step_it_used(workdir, clip, tmp_path, capsys):
+  copy = _renumbered(workdir, tmp_path, 7)
+  assert predict.main(["--checkpoint", copy, "--video", clip, "--views", "1x3"]) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  assert first == f"checkpoint {copy} (step 7, raw parameters, 1x3 views)"
+  assert predict.main(["--checkpoint", copy, "--video", clip, "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["step"] == 7 and out["checkpoint"] == copy
 
 
 def test_ema_predicts_with_the_ema_params(workdir, ema_workdirs, clip):

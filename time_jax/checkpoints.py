@@ -274,6 +274,7 @@ class Checkpoint:
     config: the run's config (ported: `base_config` with the model's name).
     class_names: one name per class (``class_{i}`` when unknown); empty without a head.
     ema: ``variables['params']`` are the run's EMA parameters.
+    step: the training step read (a workdir's newest saved step); None when ported.
   """
   path: str
   kind: str
@@ -281,6 +282,7 @@ class Checkpoint:
   config: ml_collections.ConfigDict
   class_names: list[str]
   ema: bool = False
+  step: int | None = None
 
   @property
   def model_name(self) -> str:
@@ -365,6 +367,7 @@ def load(path: str, *, ema: bool | None = False, n: int | None = None,
       raise CheckpointError(f"{path}: the workdir has no {CONFIG_FILE} to rebuild its model.")
     config = ml_collections.ConfigDict(_read_json(config_path))
     ema = evaluates_ema(config) if ema is None else bool(ema)
+    step = latest_step(path)  # the step read_variables reads
     variables, _ = read_variables(path, ema=ema)
     names_path = os.path.join(path, CLASS_NAMES_FILE)
     names = _read_json(names_path) if os.path.isfile(names_path) else []
@@ -372,7 +375,7 @@ def load(path: str, *, ema: bool | None = False, n: int | None = None,
     if count is None and not models.is_pretrainer(config.model.name):
       count = len(names) or int(config.dataset.get("num_classes", 0) or 0) or None
     return Checkpoint(path, "workdir", variables, _overridden(config, overrides),
-                      _names(names, count), ema)
+                      _names(names, count), ema, step)
   variables, metadata = read_variables(path, ema=bool(ema))
   config = config_lib.base_config()
   config.model.name = metadata["model"]

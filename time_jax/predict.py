@@ -12,6 +12,13 @@ does, and reports the softmax of the mean. A run trained with a parameter EMA
 (``train.ema_decay > 0``) predicts with the parameters its evaluation used: the EMA when
 ``train.ema_eval`` (the default), else the raw ones; ``--ema`` / ``--no-ema`` choose.
 
+It first prints the checkpoint it read and, for a workdir, the step (its newest saved
+one); with ``--json`` each object carries ``checkpoint`` and ``step`` instead. A video
+that cannot be read or decoded gets one ``error: FILE: reason`` line on stderr and the
+others are still classified. Exit status: 0 when every video was classified, 1 when
+any failed (the others' results are printed), 2 when nothing could run (a bad option
+or an unreadable checkpoint).
+
 From Python, for many videos with one loaded model::
 
     from time_jax import predict
@@ -48,15 +55,20 @@ class Prediction:
     probabilities: float ``[num_classes]``, softmax of the view-averaged logits.
     views: clips × crops averaged.
     ema: the run's EMA parameters made it (else its raw parameters).
+    checkpoint: the checkpoint folder.
+    step: the training step of its parameters (None for ported weights).
   """
   video: str
   top: list[tuple[str, float]]
   probabilities: np.ndarray
   views: int
   ema: bool = False
+  checkpoint: str = ""
+  step: int | None = None
 
   def to_json(self) -> dict:
     return dict(video=self.video, views=self.views, ema=self.ema,
+                checkpoint=self.checkpoint, step=self.step,
                 top=[dict(label=name, probability=p) for name, p in self.top])
 
 
@@ -130,7 +142,15 @@ class Predictor:
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")[:top_k]
     return Prediction(video, [(self.class_names[k], float(probs[k])) for k in order],
-                      probs.astype(np.float32), self.clips * self.crops, self.ckpt.ema)
+                      probs.astype(np.float32), self.clips * self.crops, self.ckpt.ema,
+                      self.ckpt.path, self.ckpt.step)
+
+  def describe(self) -> str:
+    """One line: the checkpoint folder, its step and the parameters used."""
+    step = f"step {self.ckpt.step}" if self.ckpt.step is not None else "ported weights"
+    params = "EMA" if self.ckpt.ema else "raw"
+    return (f"checkpoint {self.ckpt.path} ({step}, {params} parameters, "
+            f"{self.clips}x{self.crops} views)")
 
   def __call__(self, videos: str | Sequence[str], top_k: int = 5) -> list[Prediction]:
     """`Prediction`s of one video path or a list of them, in order."""
@@ -144,6 +164,16 @@ def predict(checkpoint: str, videos: str | Sequence[str], *, views: tuple[int, i
   """Loads ``checkpoint`` once and predicts every video (see `Predictor`)."""
   clips, crops = views if views is not None else (None, None)
   return Predictor(checkpoint, clips=clips, crops=crops, **overrides)(videos, top_k)
+
+
+# What one video can raise: unreadable or undecodable, or frames the model cannot take.
+_VIDEO_ERRORS = (DecodeError, OSError, ValueError)
+
+
+def _video_error(video: str, err: Exception) -> str:
+  """``'error: FILE: reason'`` (DecodeError messages already start with the file)."""
+  text = str(err) or type(err).__name__
+  return f"error: {text}" if text.startswith(video) else f"error: {video}: {text}"
 
 
 def main(argv=None) -> int:
@@ -168,17 +198,30 @@ def main(argv=None) -> int:
     predictor = Predictor(args.checkpoint, clips=clips, crops=crops, n=args.n,
                           t_out=args.t_out, image_size=args.image_size,
                           arrangement=args.arrangement, ema=args.ema)
-    for video in args.video:
-      result = predictor.predict_one(video, args.top)
-      if args.json:
-        print(json.dumps(result.to_json()))
-      else:
-        print(f"{video} ({result.views} views{', EMA' if result.ema else ''})")
-        for rank, (name, prob) in enumerate(result.top, 1):
-          print(f"  {rank}. {name:<30s} {prob:.4f}")
-  except (checkpoints.CheckpointError, DecodeError, ValueError) as e:
+  except (checkpoints.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if not args.json:
+    print(predictor.describe())
+  failed = []
+  for video in args.video:
+    try:
+      result = predictor.predict_one(video, args.top)
+    except _VIDEO_ERRORS as e:
+      print(_video_error(video, e), file=sys.stderr, flush=True)
+      failed.append(video)
+      continue
+    if args.json:
+      print(json.dumps(result.to_json()), flush=True)
+    else:
+      print(f"{video} ({result.views} views{', EMA' if result.ema else ''})")
+      for rank, (name, prob) in enumerate(result.top, 1):
+        print(f"  {rank}. {name:<30s} {prob:.4f}")
+      sys.stdout.flush()
+  if failed:
+    print(f"error: {len(failed)} of {len(args.video)} videos failed (listed above).",
+          file=sys.stderr)
+    return 1
   return 0
 
 

@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 
 from time_jax.diagnose import __main__ as cli
@@ -41,3 +42,47 @@ def test_missing_video_is_one_clear_error(tmp_path, capsys):
                    str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "none.mp4" in err and err.count("\n") == 1
+
+
+def test_checkpoint_gives_the_runs_settings_and_the_models_input(video, tmp_path,
+                                                                monkeypatch):
+  """With --checkpoint the grid is the run's N, T*, arrangement and size, and its cells
+  are the model's input (`inputs.model_input`, de-normalised)."""
+  from time_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from time_jax.diagnose import inputs  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.time.update(n=3, t_out=2, arrangement="temporal")
+  config.image_size = 48
+  config.input.eval_crop_fraction = 1.0
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(config.to_json_best_effort())
+  drawn = []
+  monkeypatch.setattr(time_grid.plots, "image_grid",
+                      lambda rows, path, **kw: drawn.append(rows))
+  out = tmp_path / "out"
+  assert cli.main(["time_grid", "--video", video, "--checkpoint", str(run),
+                   "--out", str(out)]) == 0
+  with open(out / "time_grid.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert {(r["n"], r["arrangement"]) for r in rows} == {("3", "temporal")}
+  assert len(rows) == 2 * 9
+  [frames] = drawn[0]  # one row (N=3), one arrangement
+  seen = inputs.to_uint8(inputs.model_input(inputs.read_views(video, config), config),
+                         config)[0]
+  assert len(frames) == 2 and frames[0].shape == seen[0].shape == (48, 48, 3)
+  np.testing.assert_allclose(np.stack(frames).astype(int), seen.astype(int), atol=1)
+  # Explicit flags override the run's settings.
+  assert cli.main(["time_grid", "--video", video, "--checkpoint", str(run), "--n", "1,2",
+                   "--arrangement", "both", "--t-out", "3", "--out", str(out)]) == 0
+  with open(out / "time_grid.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 3 * 2 * (1 + 4)
+  assert len(drawn[1][0]) == 2 * 3
+
+
+def test_checkpoint_without_config_is_one_clear_error(video, tmp_path, capsys):
+  assert cli.main(["time_grid", "--video", video, "--checkpoint", str(tmp_path),
+                   "--out", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "config.json" in err and err.count("\n") == 1

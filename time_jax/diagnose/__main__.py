@@ -4,7 +4,8 @@
   attention    ViT / VideoMAE attention maps per layer, class map, overlays
   features     ResNet feature maps at named layers
   reconstruct  VideoMAE masked input and reconstruction at several mask ratios
-  time_grid    the TIME frames of a video for several N, both arrangements
+  time_grid    the TIME frames of a video for several N, both arrangements, or as a
+               run's model saw them (--checkpoint WORKDIR: its N, T*, arrangement, size)
 
 Each writes PNG and CSV/JSON files into ``--out``; ``<tool> --help`` lists its options.
 """
