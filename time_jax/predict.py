@@ -153,7 +153,12 @@ class Predictor:
             f"{self.clips}x{self.crops} views)")
 
   def __call__(self, videos: str | Sequence[str], top_k: int = 5) -> list[Prediction]:
-    """`Prediction`s of one video path or a list of them, in order."""
+    """`Prediction`s of one video path or a list of them, in order.
+
+    Raises:
+      DecodeError: at the first video that cannot be read (the CLI reports each such
+        video and goes on with the rest).
+    """
     if isinstance(videos, str):
       videos = [videos]
     return [self.predict_one(v, top_k) for v in videos]

@@ -3,6 +3,9 @@ that cannot be decoded left out, counted and listed by path in ``eval_results.js
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,8 @@ from time_jax.data.base import DecodeError, Record, Splits
 from time_jax.train import metrics
 from time_jax.train import sharding
 from time_jax.train import tasks
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _batch(rows):
@@ -133,6 +138,48 @@ def test_eval_leaves_out_undecodable_videos_and_lists_them(tmp_path, caplog):
   assert again == scalars
 
 
+def _split_eval(process_id: int, port: int, workdir: str) -> None:
+  """One of two processes (4 CPU devices each) evaluating 8 videos, of which process 0
+  reads rec1_bad and rec3_late, and process 1 rec6_bad (contiguous blocks of views)."""
+  jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+  names = ["rec0", "rec1_bad", "rec2_wrong", "rec3_late", "rec4", "rec5", "rec6_bad",
+           "rec7"]
+  records = [Record(p, i % CLASSES) for i, p in enumerate(names)]
+  cfg = _config()
+  cfg.input.eval_batch_size = 8
+  ds, info = pipeline.build(cfg, "eval", splits=Splits(records, records, ["a", "b", "c"]),
+                            reader=ColourReader(2, 2))
+  task = tasks.Classification(cfg, model=None, num_classes=CLASSES)
+  scalars, result = task.evaluate(jax.jit(_fake_logits), None, iter(ds),
+                                  sharding.make_mesh(cfg.mesh))
+  print("SCALARS", json.dumps(scalars), flush=True)
+  task.write_reports(result, 3, final=True, writer=None, workdir=workdir, info=info)
+
+
+@pytest.mark.slow
+def test_two_processes_report_every_excluded_video(tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=REPO)
+  procs = [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(tmp_path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  want = {"eval/top1": 5 / 6, "eval/num_videos": 6, "eval/excluded": 2,
+          "eval/partial": 1, "eval/failed_views": 5}
+  for out in outs:  # every process has the global counts
+    [line] = [l for l in out.splitlines() if l.startswith("SCALARS ")]
+    assert json.loads(line[len("SCALARS "):]) == pytest.approx(want)
+  with open(tmp_path / tasks.EVAL_RESULTS_FILE) as f:  # written by process 0
+    report = json.load(f)
+  assert report["excluded"] == ["rec1_bad", "rec6_bad"]
+  assert report["partial"] == ["rec3_late"] and report["num_videos"] == 6
+
+
 def test_pretraining_eval_counts_undecodable_videos():
   records = [Record(p, 0) for p in ("rec0", "rec1_bad", "rec2", "rec3_late", "rec4")]
   cfg = _config()
@@ -181,3 +228,7 @@ def test_run_reports_excluded_videos_in_eval_results(tmp_path, moving):
   with open(workdir / "metrics.jsonl") as f:
     logged = [json.loads(line) for line in f if "eval/excluded" in line]
   assert logged[-1]["eval/excluded"] == 1 and logged[-1]["step"] == 2
+
+
+if __name__ == "__main__":
+  _split_eval(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
