@@ -642,15 +642,15 @@ def check_missing(records: Sequence[Record], policy: str, what: str = "",
   missing = [r for r in records if not os.path.exists(r.path)]
   if not missing:
     return list(records)
-  listing = "\n  ".join(r.path for r in missing[:show])
-  more = f"\n  ... and {len(missing) - show} more" if len(missing) > show else ""
+  listing = ", ".join(r.path for r in missing[:show])
+  more = f" and {len(missing) - show} more" if len(missing) > show else ""
   msg = (f"{len(missing)} of {len(records)} {what} files listed by the annotations do "
-         f"not exist:\n  {listing}{more}")
+         f"not exist: {listing}{more}.")
   if policy == "error":
-    raise ProtocolError(msg + "\nFix dataset.root / the annotation files, or set "
+    raise ProtocolError(msg + " Fix dataset.root / the annotation files, or set "
                         "dataset.missing_files='drop' to train without them.")
   if policy != "drop":
     raise ProtocolError(f"dataset.missing_files={policy!r}; use 'error' or 'drop'.")
-  logging.warning("%s\nDropped (dataset.missing_files='drop').", msg)
+  logging.warning("%s Dropped (dataset.missing_files='drop').", msg)
   gone = {id(r) for r in missing}
   return [r for r in records if id(r) not in gone]
