@@ -285,13 +285,12 @@ def check_classes(train: Sequence[tuple[Record, str]],
   Raises:
     ProtocolError: one line naming what disagrees and the first offending lines.
   """
-  fix = "they must agree"
   if num_classes:
     if names is not None and len(names) != num_classes:
       raise ProtocolError(
           f"dataset.num_classes={num_classes} but dataset.classes_file {names_file!r} "
-          f"names {len(names)} classes; {fix} (num_classes=0 takes the classes file's "
-          "count).")
+          f"names {len(names)} classes; they must agree (num_classes=0 takes the "
+          "classes file's count).")
     count, what = num_classes, f"dataset.num_classes={num_classes}"
   elif names is not None:
     count, what = len(names), f"the {len(names)} names of dataset.classes_file {names_file!r}"
@@ -301,9 +300,10 @@ def check_classes(train: Sequence[tuple[Record, str]],
   for part in (train, evl):
     outside = [(r, w) for r, w in part if r.label >= count]
     if outside:
+      base = f", after subtracting dataset.label_base={label_base}" if label_base else ""
+      many = "1 label is" if len(outside) == 1 else f"{len(outside)} labels are"
       raise ProtocolError(
-          f"{len(outside)} labels are outside {what} (0-based, after dataset.label_base="
-          f"{label_base}): {_refs(outside)}; fix the labels"
+          f"{many} outside {what} (0-based{base}): {_refs(outside)}; fix the labels"
           f"{' or dataset.num_classes' if num_classes else ''}"
           f"{' or the classes file' if names is not None else ''}.")
   if num_classes:
