@@ -38,29 +38,145 @@ def test_annotations_both_line_forms_commas_and_label_base(tmp_path):
   _touch(f"{root}/a/x.mp4")
   _touch(f"{root}/b y/z.mp4")
   os.makedirs(f"{root}/frames/v1")
-  _write(f"{root}/train.txt", "# comment\na/x.mp4 1\n\nframes/v1 37 3\n")
-  _write(f"{root}/eval.csv", "b y/z.mp4,2\n")
+  _write(f"{root}/train.txt", "# comment\na/x.mp4 1\n\nframes/v1 37 3\nb y/z.mp4 2\n")
+  _write(f"{root}/eval.csv", "b y/z.mp4,2\n\"a/x.mp4\",3\n")
   s = protocols.load(_cfg(root=root, train_annotations=f"{root}/train.txt",
                           eval_annotations=f"{root}/eval.csv", label_base=1))
   assert [(r.path, r.label, r.num_frames) for r in s.train] == [
-      (f"{root}/a/x.mp4", 0, None), (f"{root}/frames/v1", 2, 37)]
+      (f"{root}/a/x.mp4", 0, None), (f"{root}/frames/v1", 2, 37),
+      (f"{root}/b y/z.mp4", 1, None)]
   assert [(r.path, r.label, r.video_id) for r in s.eval] == [
-      (f"{root}/b y/z.mp4", 1, "b y/z.mp4")]
+      (f"{root}/b y/z.mp4", 1, "b y/z.mp4"), (f"{root}/a/x.mp4", 2, "a/x.mp4")]
   assert s.class_names == ["class_000", "class_001", "class_002"]
+
+
+def test_a_comma_in_a_file_name_does_not_make_the_line_csv(tmp_path):
+  root = str(tmp_path)
+  _write(f"{root}/t.txt", "walk, fast.mp4 0\nrun.mp4 1\nsit,down.mp4 1\n")
+  records = protocols.parse_annotations(f"{root}/t.txt", root)
+  assert [(r.video_id, r.label) for r in records] == [
+      ("walk, fast.mp4", 0), ("run.mp4", 1), ("sit,down.mp4", 1)]
+  # A comma-separated file stays comma-separated, names with spaces included.
+  _write(f"{root}/t.csv", "walk fast.mp4,0\n\"sit,down.mp4\",1\n")
+  records = protocols.parse_annotations(f"{root}/t.csv", root)
+  assert [(r.video_id, r.label) for r in records] == [
+      ("walk fast.mp4", 0), ("sit,down.mp4", 1)]
+  # A whitespace line in a comma-separated file is named, by its real line number.
+  _write(f"{root}/mixed.csv", "a.mp4,0\n# note\nb.mp4 1\n")
+  with pytest.raises(ProtocolError, match=r"mixed.csv:3: .*comma-separated"):
+    protocols.parse_annotations(f"{root}/mixed.csv", root)
 
 
 def test_annotations_class_names_file_and_bad_line(tmp_path):
   root = str(tmp_path)
   _touch(f"{root}/x.mp4")
-  _write(f"{root}/t.txt", "x.mp4 0\n")
-  _write(f"{root}/classes.txt", "1 Jump\n2 Run\n")
+  _write(f"{root}/t.txt", "x.mp4 0\nx.mp4 1\n")
+  _write(f"{root}/classes.txt", "1 Jump\n2 Run, fast\n")
   s = protocols.load(_cfg(root=root, train_annotations=f"{root}/t.txt",
                           eval_annotations=f"{root}/t.txt",
                           classes_file=f"{root}/classes.txt"))
-  assert s.class_names == ["Jump", "Run"]
+  assert s.class_names == ["Jump", "Run, fast"]
+  _write(f"{root}/classes.csv", "0,Jump\n1,Run\n")
+  assert protocols.read_class_names(f"{root}/classes.csv") == ["Jump", "Run"]
+  _write(f"{root}/shuffled.txt", "1 Jump\n3 Run\n")
+  with pytest.raises(ProtocolError, match="shuffled.txt:2: class index 3, expected 2"):
+    protocols.read_class_names(f"{root}/shuffled.txt")
   _write(f"{root}/bad.txt", "x.mp4 zero\n")
   with pytest.raises(ProtocolError, match="bad.txt:1"):
     protocols.parse_annotations(f"{root}/bad.txt", root)
+
+
+def _eight_classes(root, extra=""):
+  """Train: 2 clips for each of 8 classes (lines 2..17 after a comment), then
+  ``extra``; eval: one clip per class."""
+  for i in range(8):
+    _touch(f"{root}/c{i}.mp4")
+  lines = "".join(f"c{i}.mp4 {i}\n" for i in range(8) for _ in range(2))
+  _write(f"{root}/train.txt", "# clip label\n" + lines + extra)
+  _write(f"{root}/eval.txt", "".join(f"c{i}.mp4 {i}\n" for i in range(8)))
+  return _cfg(root=root, train_annotations="train.txt", eval_annotations="eval.txt")
+
+
+def _one_line_error(cfg, *patterns):
+  with pytest.raises(ProtocolError) as e:
+    protocols.load(cfg)
+  msg = str(e.value)
+  assert "\n" not in msg, msg
+  for pattern in patterns:
+    assert pattern in msg, (pattern, msg)
+  return msg
+
+
+def test_a_stray_label_is_an_error_naming_its_line_not_an_empty_class(tmp_path):
+  root = str(tmp_path)
+  cfg = _eight_classes(root)
+  assert len(protocols.load(cfg).class_names) == 8  # paths relative to the root
+  cfg = _eight_classes(root, extra="c0.mp4 99\n")
+  _one_line_error(cfg, "imply 100 classes", "91 of them have no training example",
+                  "labels 8..98", f"{root}/train.txt:18 (label 99)",
+                  "dataset.num_classes=100")
+  # num_classes says the count: empty classes are allowed, labels must be below it.
+  cfg.num_classes = 100
+  s = protocols.load(cfg)
+  assert len(s.class_names) == 100 and s.class_names[99] == "class_099"
+  cfg.num_classes = 50
+  _one_line_error(cfg, "outside dataset.num_classes=50", "train.txt:18 (label 99)")
+  # An eval label without training examples.
+  cfg = _eight_classes(root)
+  _write(f"{root}/eval.txt", "c0.mp4 0\nc1.mp4 8\n")
+  _one_line_error(cfg, "outside the 8 classes of the training labels",
+                  "eval.txt:2 (label 8)")
+
+
+def test_one_based_labels_without_label_base_are_named(tmp_path):
+  root = str(tmp_path)
+  _touch(f"{root}/a.mp4")
+  _write(f"{root}/t.txt", "a.mp4 1\na.mp4 2\n")
+  cfg = _cfg(root=root, train_annotations="t.txt", eval_annotations="t.txt")
+  _one_line_error(cfg, "dataset.label_base=1")
+  cfg.label_base = 1
+  assert protocols.load(cfg).class_names == ["class_000", "class_001"]
+
+
+def test_classes_file_names_labels_and_num_classes_must_agree(tmp_path):
+  root = str(tmp_path)
+  cfg = _eight_classes(root)
+  # The demo's 8 names with a 2-class set: a one-line error saying which disagree.
+  _write(f"{root}/names.txt", "".join(f"name{i}\n" for i in range(8)))
+  _write(f"{root}/two.txt", "c0.mp4 0\nc1.mp4 1\n")
+  cfg.update(train_annotations="two.txt", eval_annotations="two.txt",
+             classes_file="names.txt")
+  _one_line_error(cfg, "names 8 classes but 6 of them have no training example",
+                  "'name2'", "labels 2..7", "head size")
+  # A label past the names.
+  cfg.update(train_annotations="train.txt", eval_annotations="eval.txt")
+  _write(f"{root}/names.txt", "".join(f"name{i}\n" for i in range(7)))
+  _one_line_error(cfg, "outside the 7 names of dataset.classes_file",
+                  "train.txt:16 (label 7)")
+  # num_classes and the names disagree.
+  cfg.num_classes = 8
+  _one_line_error(cfg, "dataset.num_classes=8", "names 7 classes")
+  _write(f"{root}/names.txt", "".join(f"name{i}\n" for i in range(8)))
+  assert protocols.load(cfg).class_names[-1] == "name7"
+
+
+def test_validate_reads_relative_paths_and_stops_on_disagreement(tmp_path):
+  root = str(tmp_path)
+  c = _full_config()
+  c.dataset = _eight_classes(root)
+  c.dataset.classes_file = "names.txt"
+  with pytest.raises(ValueError, match=r"config.dataset.classes_file: 'names.txt' \(under "
+                     "dataset.root"):
+    data_config.validate(c)
+  _write(f"{root}/names.txt", "".join(f"name{i}\n" for i in range(8)))
+  data_config.validate(c)
+  _write(f"{root}/names.txt", "a\nb\n")
+  with pytest.raises(ProtocolError, match="outside the 2 names"):
+    data_config.validate(c)  # time_jax.main prints what validate raises as one line
+  c.dataset.update(classes_file="", eval_annotations="nope.txt")
+  with pytest.raises(ValueError, match="config.dataset.eval_annotations: 'nope.txt' "
+                     r"\(under dataset.root"):
+    data_config.validate(c)
 
 
 def test_missing_files_reported_together_error_or_drop(tmp_path, caplog):

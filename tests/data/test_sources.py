@@ -3,6 +3,7 @@
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 from time_jax.data import config as data_config
@@ -14,6 +15,7 @@ from time_jax.data import sources
 from time_jax.data import synthetic
 from time_jax.data import tfds_source
 from time_jax.data import video
+from time_jax.data.base import ProtocolError, Record, Splits
 
 
 def _config(**dataset):
@@ -76,3 +78,37 @@ def test_validate_synthetic_needs_only_a_root_name(tmp_path):
     data_config.validate(_config(name="synthetic", root=str(tmp_path), source="frames"))
   with pytest.raises(ValueError, match="config.dataset.split"):
     data_config.validate(_config(name="synthetic", root=str(tmp_path), split="1"))
+
+
+class _Flat:
+  """A `ClipReader` of 4 flat 8x8 frames for any record (for packing, no decoding)."""
+
+  def read(self, record, choose):
+    return np.full((len(choose(4)), 8, 8, 3), 10 * record.label, np.uint8)
+
+
+def test_packed_cache_class_names_must_agree_with_num_classes(tmp_path):
+  out = str(tmp_path / "packed")
+  records = [Record(f"v{i}", i % 2) for i in range(4)]
+  frame_cache.write_cache(Splits(records, records, ["wave", "clap"]), _Flat(), out)
+  c = _config(source="packed", packed_dir=out)
+  assert sources.load_splits(c).class_names == ["wave", "clap"]
+  c.dataset.num_classes = 2
+  sources.load_splits(c)
+  c.dataset.num_classes = 8
+  with pytest.raises(ProtocolError, match=r"dataset.num_classes=8 but the cache .* has 2 "
+                     "class names"):
+    sources.load_splits(c)
+
+
+def test_synthetic_refuses_fields_it_would_ignore_and_a_foreign_root(tmp_path):
+  # The demo's protocol reads root/train.txt, test.txt, classes.txt: annotation files
+  # given for one's own clips would be ignored, so they are an error naming the field.
+  with pytest.raises(ValueError, match="config.dataset.train_annotations: 'train.txt' "
+                     "would be ignored.*dataset.name='annotations'"):
+    data_config.validate(_config(name="synthetic", root=str(tmp_path),
+                                 train_annotations="train.txt"))
+  # A folder of one's own clips is not where the demo's set can be generated.
+  (tmp_path / "clips").mkdir()
+  with pytest.raises(ValueError, match="config.dataset.root: .* holds no synthetic"):
+    data_config.validate(_config(name="synthetic", root=str(tmp_path)))

@@ -147,6 +147,54 @@ def test_truncated_file_rechooses_from_the_frames_that_decode(tmp_path):
   np.testing.assert_array_equal(_frame_numbers(frames), idx)
 
 
+def _faststart_mp4(path, num_frames=64, size=(48, 64)):
+  """An H.264 mp4 with its index (moov) in front, as web-ready files are written.
+
+  Each frame gets its own small noise (levels -3..3, averaged away by
+  `_frame_numbers`), so frames take similar space and a cut at half the file keeps
+  about half of them.
+  """
+  h, w = size
+  rng = np.random.default_rng(0)
+  with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height = w, h
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.gop_size = 10
+    stream.options = {"crf": "12", "bf": "2"}
+    for k in range(num_frames):
+      image = _image(k, h, w).astype(np.int16) + rng.integers(-3, 4, (h, w, 1))
+      frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def test_truncated_faststart_mp4_rechooses_from_the_frames_that_decode(tmp_path):
+  # The index in front still lists all 64 frames, the decoder fails on the packet the
+  # cut goes through: the clip comes from the frames before it.
+  full = tmp_path / "full.mp4"
+  _faststart_mp4(full)
+  raw = full.read_bytes()
+  assert raw.find(b"moov") < raw.find(b"mdat"), "the index must be in front"
+  cut = tmp_path / "cut.mp4"
+  cut.write_bytes(raw[:len(raw) // 2])
+  with av.open(str(cut)) as c:
+    assert c.streams.video[0].frames == 64
+  seen = []
+  frames, idx = video.read_video(
+      str(cut), lambda n: (seen.append(n), time_layer.frame_indices(n, 2, 2))[1])
+  assert 8 <= seen[-1] < 40, seen
+  np.testing.assert_array_equal(idx, time_layer.frame_indices(seen[-1], 2, 2))
+  np.testing.assert_array_equal(_frame_numbers(frames), idx)
+  # Cut inside the first frame: nothing decodes, still a bad file.
+  empty = tmp_path / "empty.mp4"
+  empty.write_bytes(raw[:raw.find(b"mdat") + 64])
+  with pytest.raises(DecodeError, match="empty.mp4"):
+    video.read_video(str(empty), lambda n: time_layer.frame_indices(n, 2, 2))
+
+
 @pytest.mark.parametrize("content", [b"", b"not a video at all" * 50])
 def test_unreadable_files_raise_decode_error_naming_the_file(tmp_path, content):
   path = tmp_path / "bad.mp4"

@@ -24,7 +24,8 @@ class DecodeError(Exception):
 
 
 class ProtocolError(ValueError):
-  """An annotation or split file is missing or malformed, or a split is invalid."""
+  """An annotation or split file is missing or malformed, a split is invalid, or class
+  names, ``dataset.num_classes`` and labels disagree. The message is one line."""
 
 
 @dataclasses.dataclass(frozen=True)

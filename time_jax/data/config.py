@@ -34,15 +34,22 @@ def dataset_defaults() -> ml_collections.ConfigDict:
       # UWA3D activity), '' (annotations, synthetic).
       split="",
       source="video",      # 'video' | 'frames' | 'msr_bin' | 'tfds' | 'packed'
-      root="",             # data root; annotation / split paths are relative to it
+      # Data root. The file fields below (annotations, classes file, file list,
+      # split_dir) and the video paths inside them are relative to it unless absolute.
+      root="",
       split_dir="",        # UCF101 / HMDB51 official split files ('' = root)
       train_annotations="",  # 'annotations': 'path label' or 'folder num_frames label'
       eval_annotations="",
-      classes_file="",     # optional class names, one a line ('name' or 'index name')
+      # Optional class names, one a line ('name' or 'index name'), in label order; the
+      # class count must then be its length (docs/custom_data.md).
+      classes_file="",
       label_base=0,        # subtracted from annotation labels (1 for 1-based files)
       file_list="",        # scanned protocols: relative paths a line, instead of a scan
       modality="rgb",      # 'rgb' | 'depth'
-      num_classes=0,       # 0: take it from the protocol / annotations
+      # The head size. 0: the protocol's count (annotations: the classes file's
+      # length, else the largest training label + 1, every class with a training
+      # example). Set it to keep classes without training examples.
+      num_classes=0,
       depth_max=0.0,       # depth scaled to [0, 255] by this maximum; 0 = per clip range
       missing_files="error",  # listed files that do not exist: 'error' | 'drop' (logged)
       max_bad_fraction=0.01,  # stop when more than this fraction of files fail to decode
@@ -106,9 +113,13 @@ def input_defaults() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the data fields of a full config; raises ValueError naming the field.
 
-  Checks names and values only, plus that the files and folders the chosen protocol
-  needs exist; it does not read annotation contents (`protocols.load` does). The
-  ``synthetic`` protocol's root may not exist yet: `sources.load_splits` generates it.
+  Checks names and values, that the files and folders the chosen protocol needs exist
+  (file fields relative to ``dataset.root`` unless absolute), and for the
+  ``annotations`` protocol (and a ``synthetic`` one already generated) that the
+  annotation files parse and their labels, the classes file and ``num_classes`` agree
+  (`protocols.annotation_splits`; it does not look at the videos, `protocols.load`
+  does). The ``synthetic`` protocol's root may not exist yet: `sources.load_splits`
+  generates it.
   """
   d, i = config.dataset, config.input
 
@@ -141,13 +152,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if str(d.split) not in protocols.SPLITS[d.name]:
       fail("dataset.split", f"{d.split!r} is not a split of {d.name}; use one of "
            f"{protocols.SPLITS[d.name]}.")
+
+    def where(field):  # a file field, relative to dataset.root unless absolute
+      path = protocols.data_path(d.root, d[field])
+      return path, (f"{d[field]!r}" if path == d[field] else
+                    f"{d[field]!r} (under dataset.root: {path!r})")
+
     if d.name == "annotations":
-      for field in ("train_annotations", "eval_annotations"):
-        if not d[field] or not os.path.isfile(d[field]):
-          fail(f"dataset.{field}", f"{d[field]!r} is not a file; give the annotation "
-               "file ('relative/path label' lines).")
       if d.root and not os.path.isdir(d.root):
         fail("dataset.root", f"{d.root!r} is not a folder.")
+      for field in ("train_annotations", "eval_annotations"):
+        path, shown = where(field)
+        if not d[field] or not os.path.isfile(path):
+          fail(f"dataset.{field}", f"{shown} is not a file; give the annotation file "
+               "('relative/path label' lines), relative to dataset.root or absolute.")
     elif d.name == "synthetic":
       if not d.root:
         fail("dataset.root", "is empty; set the folder the synthetic dataset is (or "
@@ -155,14 +173,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
       if d.source != "video":
         fail("dataset.source", f"{d.source!r}: the synthetic dataset is mp4 files; "
              "use 'video'.")
+      for field in ("train_annotations", "eval_annotations", "classes_file"):
+        if d[field]:
+          fail(f"dataset.{field}", f"{d[field]!r} would be ignored: dataset.name="
+               "'synthetic' (the demo's generated set) reads root/train.txt, test.txt "
+               "and classes.txt. For your own clips set dataset.name='annotations' "
+               "(see configs/custom.py and docs/custom_data.md).")
+      if (os.path.isdir(d.root) and os.listdir(d.root)
+          and not os.path.isfile(os.path.join(d.root, "train.txt"))):
+        fail("dataset.root", f"{d.root!r} holds no synthetic dataset (no train.txt) and "
+             "is not empty, so it cannot be generated there; for your own clips set "
+             "dataset.name='annotations' (see docs/custom_data.md).")
     elif not d.root or not os.path.isdir(d.root):
       fail("dataset.root", f"{d.root!r} is not a folder; set it to the {d.name} data root.")
-    if d.name in ("ucf101", "hmdb51") and d.split_dir and not os.path.isdir(d.split_dir):
-      fail("dataset.split_dir", f"{d.split_dir!r} is not a folder.")
-    if d.file_list and not os.path.isfile(d.file_list):
-      fail("dataset.file_list", f"{d.file_list!r} is not a file.")
-    if d.classes_file and not os.path.isfile(d.classes_file):
-      fail("dataset.classes_file", f"{d.classes_file!r} is not a file.")
+    if d.name in ("ucf101", "hmdb51") and d.split_dir:
+      path, shown = where("split_dir")
+      if not os.path.isdir(path):
+        fail("dataset.split_dir", f"{shown} is not a folder.")
+    for field in ("file_list", "classes_file"):
+      path, shown = where(field)
+      if d[field] and not os.path.isfile(path):
+        fail(f"dataset.{field}", f"{shown} is not a file.")
+    if d.name == "annotations" or (
+        d.name == "synthetic" and os.path.isfile(os.path.join(d.root, "train.txt"))):
+      # Reads the annotation and classes files (not the videos) so that a class count
+      # on which names, num_classes and labels disagree stops the run here, in one
+      # line (protocols.check_classes).
+      protocols.annotation_splits(d)
 
   n, t_out = config.time.n, config.time.t_out
   if n < 1:

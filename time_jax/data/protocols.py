@@ -8,16 +8,19 @@ reads. ``dataset.split`` must be one of ``SPLITS[name]``. Callers use
 TFDS and generates the synthetic set before it is read here.
 
 * ``annotations``: plain annotation files ``dataset.train_annotations`` and
-  ``dataset.eval_annotations`` (paths relative to ``root`` unless absolute), one video a
-  line, fields separated by commas or whitespace::
+  ``dataset.eval_annotations``, one video a line, fields separated by whitespace, or
+  by commas when the file's first line is (``path,label``; one format per file)::
 
       relative/path.mp4 label            # a video file
       relative/folder num_frames label   # a frame folder and its frame count
 
   Labels are 0-based (``dataset.label_base=1`` for 1-based files). Class names come
   from ``dataset.classes_file`` (``name`` or ``index name`` a line, in label order) or
-  are ``class_000, ...`` up to the largest label. Lines that are empty or start with
-  ``#`` are skipped.
+  are ``class_000, ...``. The class count is ``dataset.num_classes`` when set, else
+  the classes file's length, else the largest training label + 1; without
+  ``num_classes`` every class needs a training example, and every label must be below
+  the count (`check_classes`: a stray label is an error naming its line, never an
+  extra empty class). Lines that are empty or start with ``#`` are skipped.
 * ``synthetic``: the generated temporal dataset of `time_jax.data.synthetic` in
   ``root``, read as ``annotations`` with ``root/train.txt`` (train), ``root/test.txt``
   (eval) and ``root/classes.txt`` (class names). `sources.load_splits` generates it
@@ -43,6 +46,10 @@ TFDS and generates the synthetic set before it is read here.
   files or folders named ``aXX_sYY_vVV_eZZ...`` under ``root``; train on the two views
   before the dash, test on the view after it, the 12 combinations of the paper's
   Table 3 (`UWA3D_MULTIVIEW_SPLITS`).
+
+Paths of files the config names (``train_annotations``, ``eval_annotations``,
+``classes_file``, ``file_list``, ``split_dir``) are relative to ``dataset.root`` unless
+absolute (`data_path`), as are the video paths inside them.
 
 For the scanned protocols (NTU, MSR, pairs, UWA3D) a name matches when it is a video
 file (source ``video``), a folder (``frames``) or a ``.bin`` file (``msr_bin``).
@@ -110,20 +117,29 @@ def _root_join(root: str, path: str) -> str:
   return path if os.path.isabs(path) or not root else os.path.join(root, path)
 
 
-def _read_lines(path: str, what: str) -> list[str]:
+def data_path(root: str, path: str) -> str:
+  """A file field of ``config.dataset`` (annotations, classes file, file list, split
+  folder): relative to ``root`` unless absolute; ``''`` stays ``''``."""
+  return _root_join(root, path) if path else path
+
+
+def _numbered_lines(path: str, what: str) -> list[tuple[int, str]]:
+  """``(line number, stripped line)`` of the lines that are not empty or ``#``."""
   if not path:
     raise ProtocolError(f"{what}: no file given; set it in the config.")
   if not os.path.isfile(path):
     raise ProtocolError(f"{what}: {path!r} does not exist; check the path in the config.")
   with open(path, encoding="utf-8") as f:
-    lines = [ln.strip() for ln in f]
-  return [ln for ln in lines if ln and not ln.startswith("#")]
+    lines = [(n, ln.strip()) for n, ln in enumerate(f, 1)]
+  return [(n, ln) for n, ln in lines if ln and not ln.startswith("#")]
 
 
-def _fields(line: str) -> list[str]:
-  if "," in line:
-    return [x.strip() for x in next(csv.reader([line]))]
-  return line.split()
+def _read_lines(path: str, what: str) -> list[str]:
+  return [ln for _, ln in _numbered_lines(path, what)]
+
+
+def _csv_fields(line: str) -> list[str]:
+  return [x.strip() for x in next(csv.reader([line]))]
 
 
 def _int(text: str) -> int | None:
@@ -133,13 +149,58 @@ def _int(text: str) -> int | None:
     return None
 
 
+def _is_csv(first_line: str, int_field: int) -> bool:
+  """Whether a file is comma-separated, from its first line: it has a comma and its
+  field ``int_field`` (-1: the label, 0: a class index) is an integer."""
+  if "," not in first_line:
+    return False
+  f = _csv_fields(first_line)
+  return len(f) >= 2 and _int(f[int_field]) is not None
+
+
 # ----------------------------------------------------------------------------------
 # Plain annotation files.
 # ----------------------------------------------------------------------------------
 
+def _parse_lines(path: str, root: str, *, label_base: int = 0,
+                 strip_extension: bool = False) -> list[tuple[Record, str]]:
+  """`parse_annotations` with each record's ``'file:line'``, for error messages."""
+  lines = _numbered_lines(path, "annotation file")
+  # One format per file: a comma in a file name must not make its line CSV.
+  split = _csv_fields if lines and _is_csv(lines[0][1], -1) else str.split
+  out = []
+  for lineno, line in lines:
+    f = split(line)
+    num_frames = None
+    if len(f) >= 3 and _int(f[-1]) is not None and _int(f[-2]) is not None:
+      rel, num_frames, label = " ".join(f[:-2]), int(f[-2]), int(f[-1])
+    elif len(f) >= 2 and _int(f[-1]) is not None:
+      rel, label = " ".join(f[:-1]), int(f[-1])
+    else:
+      form = "comma-separated, as its first line" if split is _csv_fields else (
+          "whitespace-separated, as its first line")
+      raise ProtocolError(
+          f"{path}:{lineno}: expected 'path label' or 'folder num_frames label' "
+          f"({form}), got {line!r}.")
+    label -= label_base
+    if label < 0:
+      raise ProtocolError(
+          f"{path}:{lineno}: label {label + label_base} is below dataset.label_base="
+          f"{label_base}; labels must be 0-based (or set label_base=1).")
+    if strip_extension:
+      rel = _strip_video_ext(rel)
+    out.append((Record(_root_join(root, rel), label, num_frames, rel),
+                f"{path}:{lineno}"))
+  return out
+
+
 def parse_annotations(path: str, root: str, *, label_base: int = 0,
                       strip_extension: bool = False) -> list[Record]:
   """Reads ``path label`` or ``folder num_frames label`` lines (see module docstring).
+
+  A file is comma-separated when its first line is (``path,label``, fields in CSV
+  quoting), else whitespace-separated; every line is read the same way, so a comma in
+  a file name does not change how its line splits.
 
   Args:
     path: the annotation file.
@@ -151,50 +212,149 @@ def parse_annotations(path: str, root: str, *, label_base: int = 0,
   Returns:
     One `Record` a line, ``video_id`` the path as written.
   """
-  records = []
-  for lineno, line in enumerate(_read_lines(path, "annotation file"), 1):
-    f = _fields(line)
-    num_frames = None
-    if len(f) >= 3 and _int(f[-1]) is not None and _int(f[-2]) is not None:
-      rel, num_frames, label = " ".join(f[:-2]), int(f[-2]), int(f[-1])
-    elif len(f) >= 2 and _int(f[-1]) is not None:
-      rel, label = " ".join(f[:-1]), int(f[-1])
-    else:
-      raise ProtocolError(
-          f"{path}:{lineno}: expected 'path label' or 'folder num_frames label', "
-          f"got {line!r}.")
-    label -= label_base
-    if label < 0:
-      raise ProtocolError(
-          f"{path}:{lineno}: label {label + label_base} is below dataset.label_base="
-          f"{label_base}; labels must be 0-based (or set label_base=1).")
-    if strip_extension:
-      rel = _strip_video_ext(rel)
-    records.append(Record(_root_join(root, rel), label, num_frames, rel))
-  return records
+  return [r for r, _ in _parse_lines(path, root, label_base=label_base,
+                                      strip_extension=strip_extension)]
 
 
 def read_class_names(path: str) -> list[str]:
-  """Class names in label order from ``name`` or ``index name`` lines."""
-  names = []
-  for line in _read_lines(path, "dataset.classes_file"):
-    f = _fields(line)
-    names.append(" ".join(f[1:]) if len(f) > 1 and _int(f[0]) is not None else line)
+  """Class names in label order from ``name`` or ``index name`` lines.
+
+  Indices, where given, must count up by one from the first (0- or 1-based); a file is
+  comma-separated (``index,name``) when its first line is.
+  """
+  lines = _numbered_lines(path, "dataset.classes_file")
+  comma = bool(lines) and _is_csv(lines[0][1], 0)
+  names, first = [], None
+  for lineno, line in lines:
+    f = _csv_fields(line) if comma else line.split(None, 1)
+    index = _int(f[0]) if len(f) > 1 else None
+    if index is None:
+      names.append(line)
+      continue
+    first = index - len(names) if first is None else first
+    if index != first + len(names):
+      raise ProtocolError(f"{path}:{lineno}: class index {index}, expected "
+                          f"{first + len(names)}; list the classes in label order.")
+    names.append(",".join(f[1:]).strip() if comma else f[1].strip())
   return names
 
 
-def _annotations(cfg, train_file: str, eval_file: str, classes_file: str) -> Splits:
-  strip = cfg.source == "frames"
-  train = parse_annotations(train_file, cfg.root, label_base=cfg.label_base,
-                            strip_extension=strip)
-  evl = parse_annotations(eval_file, cfg.root, label_base=cfg.label_base,
-                          strip_extension=strip)
-  if classes_file:
-    names = read_class_names(classes_file)
+def _spans(values: Sequence[int], show: int = 4) -> str:
+  """``[2, 3, 4, 9]`` -> ``'2..4, 9'`` (the first ``show`` runs)."""
+  runs = []
+  for v in values:
+    if runs and v == runs[-1][1] + 1:
+      runs[-1][1] = v
+    else:
+      runs.append([v, v])
+  text = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:show])
+  return text + (", ..." if len(runs) > show else "")
+
+
+def _have(classes: Sequence[int]) -> str:
+  return "1 of them has" if len(classes) == 1 else f"{len(classes)} of them have"
+
+
+def _refs(lines: Sequence[tuple[Record, str]], show: int = 3) -> str:
+  text = ", ".join(f"{where} (label {r.label})" for r, where in lines[:show])
+  return text + (f" and {len(lines) - show} more" if len(lines) > show else "")
+
+
+def check_classes(train: Sequence[tuple[Record, str]],
+                  evl: Sequence[tuple[Record, str]], *, names: Sequence[str] | None,
+                  names_file: str = "", num_classes: int = 0,
+                  label_base: int = 0) -> int:
+  """The class count on which the labels, the class names and the head size agree.
+
+  The count is ``num_classes`` when given (classes without a training example are
+  then allowed), else the classes file's length, else the largest training label + 1.
+  Without ``num_classes`` every class must have a training example: one stray label
+  (99 in an 8-class file) would otherwise add empty classes to the head. Every label
+  must be below the count.
+
+  Args:
+    train, evl: ``(record, 'file:line')`` of each split (0-based labels).
+    names: the classes file's names, or None without one.
+    names_file: the classes file (for messages).
+    num_classes: ``dataset.num_classes`` (0: not given).
+    label_base: ``dataset.label_base`` (for messages).
+
+  Returns:
+    The number of classes.
+
+  Raises:
+    ProtocolError: one line naming what disagrees and the first offending lines.
+  """
+  if num_classes:
+    if names is not None and len(names) != num_classes:
+      raise ProtocolError(
+          f"dataset.num_classes={num_classes} but dataset.classes_file {names_file!r} "
+          f"names {len(names)} classes; they must agree (num_classes=0 takes the "
+          "classes file's count).")
+    count, what = num_classes, f"dataset.num_classes={num_classes}"
+  elif names is not None:
+    count, what = len(names), f"the {len(names)} names of dataset.classes_file {names_file!r}"
   else:
-    top = max((r.label for r in train + evl), default=-1)
-    names = [f"class_{i:03d}" for i in range(max(top + 1, cfg.num_classes))]
-  return Splits(train, evl, names)
+    count = max((r.label for r, _ in train), default=-1) + 1
+    what = f"the {count} classes of the training labels"
+  for part in (train, evl):
+    outside = [(r, w) for r, w in part if r.label >= count]
+    if outside:
+      base = f", after subtracting dataset.label_base={label_base}" if label_base else ""
+      many = "1 label is" if len(outside) == 1 else f"{len(outside)} labels are"
+      raise ProtocolError(
+          f"{many} outside {what} (0-based{base}): {_refs(outside)}; fix the labels"
+          f"{' or dataset.num_classes' if num_classes else ''}"
+          f"{' or the classes file' if names is not None else ''}.")
+  if num_classes:
+    return count
+  seen = {r.label for r, _ in train}
+  empty = [c for c in range(count) if c not in seen]
+  if not empty:
+    return count
+  hint = (" (the labels start at 1: set dataset.label_base=1?)"
+          if empty == [0] and label_base == 0 else "")
+  if names is not None:
+    shown = ", ".join(repr(names[c]) for c in empty[:4]) + (", ..." if len(empty) > 4 else "")
+    raise ProtocolError(
+        f"dataset.classes_file {names_file!r} names {count} classes but {_have(empty)} "
+        f"no training example ({shown}; labels {_spans(empty)}){hint}: the "
+        f"class names, the head size and the labels must agree; fix the classes file "
+        f"or the annotations, or set dataset.num_classes={count} to keep classes "
+        "without training examples.")
+  past = [(r, w) for r, w in train if r.label > empty[0]]
+  raise ProtocolError(
+      f"the training labels imply {count} classes but {_have(empty)} no "
+      f"training example (labels {_spans(empty)}){hint}; first lines past the gap: "
+      f"{_refs(past)}. Fix those labels, or set dataset.num_classes={count} to keep "
+      "classes without training examples.")
+
+
+def annotation_splits(cfg: ml_collections.ConfigDict) -> Splits:
+  """The ``annotations`` or ``synthetic`` protocol's records and class names.
+
+  Parses the files and agrees the class count (`check_classes`); does not look at the
+  listed videos (`load` then checks that they exist). Class names are the classes
+  file's, else ``class_000, ...``.
+
+  Raises:
+    ProtocolError: a missing or malformed file, or a class count that disagrees.
+  """
+  if cfg.name == "synthetic":
+    # The files `time_jax.data.synthetic.generate` writes.
+    files = [os.path.join(cfg.root, f) for f in ("train.txt", "test.txt", "classes.txt")]
+  else:
+    files = [data_path(cfg.root, cfg[f])
+             for f in ("train_annotations", "eval_annotations", "classes_file")]
+  train_file, eval_file, classes_file = files
+  kw = dict(label_base=cfg.label_base, strip_extension=cfg.source == "frames")
+  train = _parse_lines(train_file, cfg.root, **kw)
+  evl = _parse_lines(eval_file, cfg.root, **kw)
+  names = read_class_names(classes_file) if classes_file else None
+  count = check_classes(train, evl, names=names, names_file=classes_file,
+                        num_classes=cfg.num_classes, label_base=cfg.label_base)
+  names = names if names is not None else [f"class_{i:03d}" for i in range(count)]
+  return Splits([r for r, _ in train], [r for r, _ in evl], list(names))
 
 
 # ----------------------------------------------------------------------------------
@@ -418,42 +578,52 @@ def load(cfg: ml_collections.ConfigDict) -> Splits:
     raise ProtocolError(f"dataset.split {split!r} is not valid for {name}; use one of "
                         f"{SPLITS[name]}.")
   frames = cfg.source == "frames"
-  split_dir = cfg.split_dir or cfg.root
-  if name == "annotations":
-    out = _annotations(cfg, cfg.train_annotations, cfg.eval_annotations,
-                       cfg.classes_file)
-  elif name == "synthetic":
-    # The files `time_jax.data.synthetic.generate` writes.
-    out = _annotations(cfg, os.path.join(cfg.root, "train.txt"),
-                       os.path.join(cfg.root, "test.txt"),
-                       os.path.join(cfg.root, "classes.txt"))
+  split_dir = data_path(cfg.root, cfg.split_dir) or cfg.root
+  file_list = data_path(cfg.root, cfg.file_list)
+  if name in ("annotations", "synthetic"):
+    out = annotation_splits(cfg)
   elif name == "ucf101":
     out = ucf101(cfg.root, split_dir, int(split), frames=frames)
   elif name == "hmdb51":
     out = hmdb51(cfg.root, split_dir, int(split), frames=frames)
   elif name in ("ntu60", "ntu120"):
-    out = ntu(cfg.root, _NUM_ACTIONS[name], split, cfg.source, cfg.file_list)
+    out = ntu(cfg.root, _NUM_ACTIONS[name], split, cfg.source, file_list)
   elif name == "uwa3d_multiview":
-    out = uwa3d_multiview(cfg.root, split, cfg.source, cfg.file_list)
+    out = uwa3d_multiview(cfg.root, split, cfg.source, file_list)
   else:
-    out = cross_subject(cfg.root, _NUM_ACTIONS[name], cfg.source, cfg.file_list)
+    out = cross_subject(cfg.root, _NUM_ACTIONS[name], cfg.source, file_list)
   if not out.train or not out.eval:
     raise ProtocolError(
         f"dataset {name} split {split!r} under {cfg.root!r}: found {len(out.train)} "
         f"train and {len(out.eval)} eval videos; check dataset.root, dataset.source "
         "and the file names (see time_jax/data/protocols.py).")
-  if cfg.num_classes and cfg.num_classes != len(out.class_names):
-    raise ProtocolError(f"dataset.num_classes={cfg.num_classes} but {name} has "
-                        f"{len(out.class_names)} classes; set it to 0 or fix it.")
-  for part in (out.train, out.eval):
-    bad = [r for r in part if not 0 <= r.label < len(out.class_names)]
-    if bad:
-      raise ProtocolError(f"{len(bad)} records have labels outside [0, "
-                          f"{len(out.class_names)}), first {bad[0].name!r} label "
-                          f"{bad[0].label}; fix the labels or dataset.classes_file.")
+  check_agreement(out, cfg.num_classes, f"dataset {name}")
   train = check_missing(out.train, cfg.missing_files, "train")
   evl = check_missing(out.eval, cfg.missing_files, "eval")
   return Splits(train, evl, out.class_names)
+
+
+def check_agreement(splits: Splits, num_classes: int, what: str) -> None:
+  """Class names, head size (``num_classes``, 0: the names' count) and labels agree.
+
+  Every source's splits pass here (`load`, and `time_jax.data.sources.load_splits` for
+  the packed cache and TFDS); the annotation protocols check more first
+  (`check_classes`).
+
+  Raises:
+    ProtocolError: one line saying which disagree.
+  """
+  count = len(splits.class_names)
+  if num_classes and num_classes != count:
+    raise ProtocolError(f"dataset.num_classes={num_classes} but {what} has {count} "
+                        "class names; they must agree (num_classes=0 takes the names' "
+                        "count).")
+  for part in (splits.train, splits.eval):
+    bad = [r for r in part if not 0 <= r.label < count]
+    if bad:
+      raise ProtocolError(f"{len(bad)} records of {what} have labels outside its {count} "
+                          f"classes, first {bad[0].name!r} label {bad[0].label}; fix the "
+                          "labels or the class names.")
 
 
 def check_missing(records: Sequence[Record], policy: str, what: str = "",
@@ -472,15 +642,15 @@ def check_missing(records: Sequence[Record], policy: str, what: str = "",
   missing = [r for r in records if not os.path.exists(r.path)]
   if not missing:
     return list(records)
-  listing = "\n  ".join(r.path for r in missing[:show])
-  more = f"\n  ... and {len(missing) - show} more" if len(missing) > show else ""
+  listing = ", ".join(r.path for r in missing[:show])
+  more = f" and {len(missing) - show} more" if len(missing) > show else ""
   msg = (f"{len(missing)} of {len(records)} {what} files listed by the annotations do "
-         f"not exist:\n  {listing}{more}")
+         f"not exist: {listing}{more}.")
   if policy == "error":
-    raise ProtocolError(msg + "\nFix dataset.root / the annotation files, or set "
+    raise ProtocolError(msg + " Fix dataset.root / the annotation files, or set "
                         "dataset.missing_files='drop' to train without them.")
   if policy != "drop":
     raise ProtocolError(f"dataset.missing_files={policy!r}; use 'error' or 'drop'.")
-  logging.warning("%s\nDropped (dataset.missing_files='drop').", msg)
+  logging.warning("%s Dropped (dataset.missing_files='drop').", msg)
   gone = {id(r) for r in missing}
   return [r for r in records if id(r) not in gone]

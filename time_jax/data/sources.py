@@ -53,15 +53,23 @@ def make_reader(config: ml_collections.ConfigDict) -> ClipReader:
 def load_splits(config: ml_collections.ConfigDict) -> Splits:
   """The train / eval records and class names of a full config (module docstring).
 
+  Whatever the source, the class names, ``dataset.num_classes`` (the head size; 0
+  takes the names' count) and the labels agree (`protocols.check_agreement`), or this
+  raises naming which disagree.
+
   Raises:
     ProtocolError: the protocol's files (or the cache's ``splits.json``) are missing
-      or malformed, or the split is invalid (see `protocols.load`).
+      or malformed, the split is invalid, or class names, head size and labels
+      disagree (see `protocols.load`).
   """
   d = config.dataset
-  if d.source == "packed":
-    return frame_cache.load_splits(d.packed_dir)
-  if d.name == "tfds":
-    return tfds_source.splits(d)
+  if d.source == "packed" or d.name == "tfds":
+    if d.source == "packed":
+      splits, what = frame_cache.load_splits(d.packed_dir), f"the cache {d.packed_dir!r}"
+    else:
+      splits, what = tfds_source.splits(d), f"TFDS {d.tfds_name!r}"
+    protocols.check_agreement(splits, d.num_classes, what)
+    return splits
   if d.name == "synthetic":
     # Safe when several processes start at once (see ensure_synthetic).
     synthetic.ensure_synthetic(d.root, videos_per_class=d.synthetic_videos_per_class)

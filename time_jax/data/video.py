@@ -14,9 +14,10 @@ How a clip is read:
    after the last wanted frame. When the next wanted frame lies past a keyframe that
    is more than `SEEK_MIN_SKIP` frames ahead, the reader seeks to the last keyframe
    before it instead of decoding the gap.
-3. If fewer frames decode than the packets promised (a truncated or partly corrupt
-   file), the clip is chosen again from the frames that do decode, in one sequential
-   pass; a file with no decodable frame raises `DecodeError`.
+3. If fewer frames decode than the packets promised, or the decoder fails on a packet
+   (a truncated or partly corrupt file, e.g. an mp4 whose index at the front lists
+   frames cut off at the end), the clip is chosen again from the frames that do
+   decode, in one sequential pass; a file with no decodable frame raises `DecodeError`.
 
 Only the chosen frames are converted to RGB, all through one reformatter per read (a
 new frame's own converter would set up a new scaling context each time, which costs
@@ -179,7 +180,13 @@ def read_video(path: str, choose: Chooser) -> tuple[np.ndarray, np.ndarray]:
       if index is not None and index.pts:
         indices = np.asarray(choose(len(index.pts)))
         wanted = sorted(set(indices.tolist()))
-        got = _decode_indexed(container, index, wanted)
+        try:
+          got = _decode_indexed(container, index, wanted)
+        except av.error.FFmpegError as e:
+          # A truncated or corrupt file: the packets promised frames that do not
+          # decode. The sequential pass below counts what does.
+          logging.debug("%s: decoding failed (%s); recounting.", path, e)
+          got = {}
         if len(got) == len(wanted):
           return np.stack([got[i] for i in indices.tolist()]), indices
         logging.debug("%s: %d of %d wanted frames decoded; recounting.", path, len(got),
