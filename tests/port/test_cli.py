@@ -131,7 +131,7 @@ def test_failed_verify_leaves_nothing_at_out(tmp_path, monkeypatch, capsys):
     return variables, n
 
   monkeypatch.setattr(hf, "convert", off_by_one_percent)
-  for target in (out, tmp_path / "new"):
+  for target in (out, tmp_path / "new" / "port"):
     assert _port(*args, "--out", target, **TINY) == cli.EXIT_VERIFY_FAILED
     printed = capsys.readouterr().out
     assert "verify: FAILED" in printed and "first layer that differs: blocks_1" in printed

@@ -3,11 +3,13 @@
   python -m time_jax.port --from timm --checkpoint vit_b16.safetensors \\
       --model vit_b16 --num-classes 1000 --out ported/vit_b16 --verify
 
-The port is written to a temporary folder beside --out, read back with the reader
+The port is written to a temporary folder beside --out (in the system's temporary
+folder when that path has one of [ ] * ?, which orbax cannot write to), read back with
+the reader
 ``checkpoint.init_from`` uses (`time_jax.checkpoints.read_variables`) and compared with
 what was written, checked with --verify when asked, and only then renamed to --out
 (replacing an earlier port there). When any step fails the temporary folder is deleted
-and --out is left as it was. ``metadata.json`` records the model's name, class count and
+and --out is left as it was (folders made for it are removed). ``metadata.json`` records the model's name, class count and
 the constructor options it needs (``model_kwargs``: pooling, layer scale, sizes that
 differ from the name's), so loading the port needs no flags.
 
@@ -109,6 +111,16 @@ def _temporary_folder(out: str) -> str:
   return tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=where)
 
 
+def _first_missing(folder: str) -> str | None:
+  """The outermost of ``folder`` and its parents that does not exist yet, or None."""
+  top = None
+  while folder and not os.path.exists(folder):
+    top, folder = folder, os.path.dirname(folder)
+    if folder == top:
+      break
+  return top
+
+
 def _install(tmp: str, out: str) -> None:
   """Moves the finished port ``tmp`` to ``out``, replacing an earlier port there."""
   old = None
@@ -162,11 +174,13 @@ def run(args: argparse.Namespace, **overrides) -> int:
                   model_kwargs=common.model_options(model, args.model))
   if hasattr(model, "image_size"):
     metadata["image_size"] = int(model.image_size)
+  made = _first_missing(os.path.dirname(out))
   try:
     tmp = _temporary_folder(out)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR
+  done = False
   try:
     common.save(variables, tmp, metadata)
     problem = _read_back(tmp, variables, metadata)
@@ -190,9 +204,12 @@ def run(args: argparse.Namespace, **overrides) -> int:
         print(f"verify FAILED: nothing written to {out}.")
         return EXIT_VERIFY_FAILED
     _install(tmp, out)
+    done = True
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+    if not done and made and not any(files for _, _, files in os.walk(made)):
+      shutil.rmtree(made, ignore_errors=True)  # only the empty folders made for --out
   print(f"wrote {out} ({args.model}, {num_classes} classes; read back identical)")
   return EXIT_OK
 
