@@ -18,7 +18,8 @@ Our ViT has a class token, so checkpoints without ``cls`` (big_vision ``pool='ga
 
 The file is renamed into timm's layout (`to_timm`) and converted by
 `time_jax.port.timm`. `verify` loads the *file* into timm with timm's own AugReg loader
-(``vision_transformer._load_weights``), independent of our renaming, and compares it with ours layer by layer.
+(``vision_transformer._load_weights``), independent of our renaming, and compares it
+with ours layer by layer (`time_jax.port.timm.compare_layers`).
 """
 
 from __future__ import annotations

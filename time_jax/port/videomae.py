@@ -15,8 +15,9 @@ count, pooling, layer scale) is read from the weights and checked against ``--mo
 the head count is the model's (weights cannot tell it).
 
 `verify` loads the same weights into Hugging Face ``transformers``' VideoMAE (renaming
-official -> HF, `to_hf`) and compares logits, or for pretraining models the
-reconstructions under the same tube mask, on a small random clip.
+official -> HF, `to_hf`) and compares, in float64 on a small random clip, every block's
+output and the logits, or for pretraining models the reconstructions under the same
+tube mask (`verify_official`, `time_jax.port.compare`).
 """
 
 from __future__ import annotations
