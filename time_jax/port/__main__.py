@@ -201,7 +201,9 @@ def run(args: argparse.Namespace, **overrides) -> int:
         for layer in report.layers:
           if not layer.ok:
             print(f"  {layer.describe()}")
-        print(f"verify FAILED: nothing written to {out}.")
+        print(f"verify FAILED: nothing written to {out}. (Rounding grows slowly from the "
+              "first block and a port error jumps where it enters; for rounding, raise "
+              "--atol/--rtol.)")
         return EXIT_VERIFY_FAILED
     _install(tmp, out)
     done = True
