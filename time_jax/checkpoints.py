@@ -379,7 +379,8 @@ def load(path: str, *, ema: bool | None = False, n: int | None = None,
   variables, metadata = read_variables(path, ema=bool(ema))
   config = config_lib.base_config()
   config.model.name = metadata["model"]
-  config.model.kwargs = ml_collections.ConfigDict()
+  # The constructor options the port recorded (pooling, layer scale, sizes).
+  config.model.kwargs = ml_collections.ConfigDict(metadata.get("model_kwargs", {}))
   count = head_classes(variables["params"])
   if count is None and metadata.get("num_classes"):
     count = int(metadata["num_classes"])

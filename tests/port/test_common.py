@@ -44,7 +44,7 @@ def test_pickled_code_never_runs(tmp_path):
   path = tmp_path / "evil.pth"
   with open(path, "wb") as f:
     pickle.dump({"w": _Evil()}, f)
-  with pytest.raises(common.WeightMismatchError, match="weights_only=True"):
+  with pytest.raises(common.WeightFileError, match="weights_only=True"):
     common.load_weights(str(path))
 
 
@@ -82,3 +82,34 @@ def test_save_restore_round_trip(tmp_path):
   np.testing.assert_array_equal(got["batch_stats"]["bn"]["mean"], np.zeros(4))
   with pytest.raises(FileNotFoundError, match="not a ported checkpoint"):
     common.restore(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "w.npz", "w.pth"])
+def test_truncated_files_name_the_file_and_what_to_do(tmp_path, name):
+  state = {"conv.weight": torch.randn(64, 3, 3, 3), "fc.bias": torch.randn(5)}
+  path = tmp_path / name
+  if name.endswith(".safetensors"):
+    save_file(state, path)
+  elif name.endswith(".npz"):
+    np.savez(path, **{k: v.numpy() for k, v in state.items()})
+  else:
+    torch.save(state, path)
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  with pytest.raises(common.WeightFileError) as e:
+    common.load_weights(str(path))
+  assert str(path) in str(e.value) and "download it again" in str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_model_options_and_same_variables():
+  from time_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.create("videomae_s", num_classes=3, embed_dim=64, depth=2,
+                        use_mean_pooling=False)
+  assert common.model_options(model, "videomae_s") == dict(
+      embed_dim=64, depth=2, use_mean_pooling=False, init_values=0.0)
+  a = {"params": {"x": np.zeros(2, np.float32)}}
+  assert common.same_variables(a, {"params": {"x": np.zeros(2, np.float32)}}) == []
+  assert common.same_variables(a, {"params": {"x": np.ones(2, np.float32)}}) == [
+      "params/x: values differ"]
+  assert common.same_variables(a, {"params": {}}) == ["params/x: not read back"]

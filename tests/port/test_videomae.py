@@ -130,7 +130,11 @@ def test_official_port_matches_transformers(tmp_path, pretrain, mean_pooling):
     ours = ours.clone(use_mean_pooling=mean_pooling)
   for ratio in (0.5, 0.75):
     assert compare(model, variables, ours, ratio=ratio) <= 1e-4
-  assert official.verify(state, variables, name, num_classes, **kw) <= 1e-4
+  report = official.verify(state, variables, name, num_classes, **kw)
+  assert report.ok, report.summary()
+  want = ["blocks_0", "blocks_1"] + (["decoder/blocks_0", "decoder/blocks_1"] if pretrain
+                                     else ["pre_logits"]) + ["output"]
+  assert [l.name for l in report.layers] == want
   # official -> HF renaming used by verify inverts our literal table
   back = official.to_hf(state)
   theirs = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -187,8 +191,25 @@ def test_cli_s_classifier(tmp_path):
                       str(tmp_path / "out"), "--verify"],
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr
-  assert "wrote" in r.stdout and "400 classes" in r.stdout and "(ok," in r.stdout
+  assert "wrote" in r.stdout and "400 classes" in r.stdout and "verify: ok:" in r.stdout
   variables, meta = common.restore(str(tmp_path / "out"))
   assert meta["num_classes"] == 400
   ours = models.create("videomae_s", num_classes=400)
   assert compare(model, variables, ours, patch=16) <= 1e-4
+
+
+@pytest.mark.parametrize("block", [0, 1])
+def test_verify_catches_a_one_percent_q_bias_change_in_a_pretrainer(block):
+  """The output-only check (max relative difference <= 1e-4) passed this; the
+  element-wise per-layer comparison names the block."""
+  model = _hf_model(True)
+  state = {k: v.numpy() for k, v in hf_to_official(model.state_dict(), True, 2, 2).items()}
+  variables, _ = official.convert(state, "videomae_s_pretrain", None, **TINY_PT)
+  assert official.verify(state, variables, "videomae_s_pretrain", 0, **TINY_PT).ok
+  bad = jax.tree.map(np.copy, variables)
+  bad["params"][f"blocks_{block}"]["attn"]["q_bias"] *= 1.01
+  report = official.verify(state, bad, "videomae_s_pretrain", 0, **TINY_PT)
+  assert not report.ok
+  assert report.first_failure.name == f"blocks_{block}"
+  assert report.max_relative < 1e-4  # what --verify used to compare, and accept
+  assert "FAILED" in report.summary() and f"blocks_{block}" in report.summary()

@@ -18,7 +18,8 @@ Our ViT has a class token, so checkpoints without ``cls`` (big_vision ``pool='ga
 
 The file is renamed into timm's layout (`to_timm`) and converted by
 `time_jax.port.timm`. `verify` loads the *file* into timm with timm's own AugReg loader
-(``vision_transformer._load_weights``), independent of our renaming, and compares logits.
+(``vision_transformer._load_weights``), independent of our renaming, and compares it
+with ours layer by layer (`time_jax.port.timm.compare_layers`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from time_jax.port import common
+from time_jax.port import compare
 from time_jax.port import timm as timm_port
 
 
@@ -117,9 +119,17 @@ def convert(state: Mapping[str, np.ndarray], model_name: str, num_classes: int |
   return timm_port.convert_vit(to_timm(state), model_name, num_classes, **overrides)
 
 
+def build(state: Mapping[str, np.ndarray], model_name: str, num_classes: int | None,
+          **overrides):
+  """The model `convert` fills and its class count."""
+  return timm_port.build_vit(to_timm(state), model_name, num_classes, **overrides)
+
+
 def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_name: str,
-           num_classes: int, **overrides) -> float:
-  """Relative difference of timm (loading the npz with timm's AugReg loader) and ours.
+           num_classes: int, *, atol: float = compare.ATOL, rtol: float = compare.RTOL,
+           **overrides) -> compare.Report:
+  """Layer-by-layer comparison of timm (loading the npz with timm's AugReg loader) and
+  ours (`time_jax.port.timm.compare_layers`).
 
   timm's loader reads the vit_jax naming; big_vision-named files are compared after
   `_normalise` only (prefix and module numbers), written back in vit_jax names.
@@ -142,4 +152,5 @@ def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_
     np.savez(path, **vit_jax)
     with torch.no_grad():
       timm.models.vision_transformer._load_weights(net, path)  # pylint: disable=protected-access
-  return timm_port.compare(net.eval(), model, variables, arch["image_size"])
+  return timm_port.compare_layers(net.eval(), model, variables, arch["image_size"],
+                                  atol=atol, rtol=rtol)

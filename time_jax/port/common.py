@@ -1,9 +1,12 @@
 """Reading weight files safely, checking their keys, writing and reading ported checkpoints.
 
-Pickled PyTorch files are opened with ``torch.load(weights_only=True)``: no code from a
-weight file ever runs. A ported checkpoint is a folder with an Orbax checkpoint of the
-Flax variables (``variables/``) and ``metadata.json`` (model name, class count, source),
-the folder a config names in ``init_from``.
+A file that cannot be read raises `WeightFileError`, one that does not fit the model
+`WeightMismatchError`. Pickled PyTorch files are opened with
+``torch.load(weights_only=True)``: no code from a weight file ever runs. A ported
+checkpoint is a folder with an Orbax checkpoint of the Flax variables (``variables/``)
+and ``metadata.json`` (model name, class count, source, and ``model_kwargs``: the
+constructor options the model needs besides its name, `model_options`), the folder a
+config names in ``init_from``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,25 @@ _WRAPPER_KEYS = ("model", "state_dict", "module", "model_state", "model_ema")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+# Characters orbax's checkpoint writer reads as a glob pattern in the folder's path: it
+# finds its per-process files with ``glob(<folder>/ocdbt.process_*)``, so a ``[1]`` in
+# the path matches ``1`` instead, and the checkpoint is written without its manifest.
+GLOB_CHARACTERS = "[]*?"
+
+# Constructor options that describe a run rather than the weights (`model_options`).
+_RUN_OPTIONS = ("parent", "name", "num_classes", "image_size", "num_frames", "dtype",
+                "mask_ratio", "remat", "impl", "drop_path_rate", "dropout_rate",
+                "init_scale")
+# Options the weights decide that are recorded even when they are the default.
+_ALWAYS_RECORDED = ("pool", "use_mean_pooling", "init_values")
+
+
 class WeightMismatchError(ValueError):
   """A weight file does not fit the model: lists missing, unexpected, mis-shaped keys."""
+
+
+class WeightFileError(ValueError):
+  """A weight file cannot be read: damaged, truncated, or not in the format it claims."""
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -70,19 +90,27 @@ def load_weights(path: str) -> dict[str, np.ndarray]:
   lower = path.lower()
   if lower.endswith(".safetensors"):
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-    with safe_open(path, framework="pt") as f:
-      state = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+      with safe_open(path, framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # SafetensorError: truncated or not a safetensors file
+      raise _unreadable(path, "a .safetensors file", e) from e
   elif lower.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+    except Exception as e:  # BadZipFile, EOFError, ValueError: damaged or truncated
+      raise _unreadable(path, "a NumPy .npz archive", e) from e
   elif lower.endswith(_PICKLE_SUFFIXES):
     import torch  # pylint: disable=g-import-not-at-top
     try:
       obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError, RuntimeError, ...
-      raise WeightMismatchError(
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError, EOFError, ...
+      raise WeightFileError(
           f"{path}: could not be read as a PyTorch state dict with weights_only=True "
-          f"({type(e).__name__}: {e}). Only plain tensor state dicts are accepted.") from e
+          f"({type(e).__name__}: {_first_line(e)}). The file is damaged or truncated "
+          "(download it again), or holds objects other than tensors (only plain tensor "
+          "state dicts are accepted).") from e
     state = _unwrap(obj, path)
   else:
     raise ValueError(
@@ -95,6 +123,18 @@ def load_weights(path: str) -> dict[str, np.ndarray]:
     out[k] = _to_numpy(v)
   logging.info("Read %d tensors from %s", len(out), path)
   return out
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else "no message"
+
+
+def _unreadable(path: str, what: str, e: Exception) -> WeightFileError:
+  return WeightFileError(
+      f"{path}: cannot be read as {what} ({type(e).__name__}: {_first_line(e)}); the file "
+      "is damaged, truncated or in another format: download it again, or check "
+      "--checkpoint.")
 
 
 def check_keys(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.ndarray],
@@ -130,9 +170,18 @@ def save(variables: Mapping[str, Any], out_dir: str, metadata: Mapping[str, Any]
   """Writes ported Flax ``variables`` and ``metadata`` as a checkpoint folder.
 
   Returns the absolute folder path, the value for a config's ``init_from``.
+
+  Raises:
+    ValueError: the absolute path contains one of `GLOB_CHARACTERS`, which orbax would
+      take for a pattern, writing a checkpoint that cannot be read
+      (``python -m time_jax.port`` writes to a temporary folder and renames it).
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   out_dir = os.path.abspath(out_dir)
+  if has_glob_characters(out_dir):
+    raise ValueError(
+        f"{out_dir}: orbax cannot write a checkpoint into a path containing any of "
+        f"{GLOB_CHARACTERS!r}; write elsewhere and rename the folder.")
   os.makedirs(out_dir, exist_ok=True)
   target = os.path.join(out_dir, "variables")
   variables = {k: _as_numpy_tree(v) for k, v in variables.items()}
@@ -142,6 +191,49 @@ def save(variables: Mapping[str, Any], out_dir: str, metadata: Mapping[str, Any]
     json.dump(dict(metadata), f, indent=2, sort_keys=True)
   logging.info("Wrote ported checkpoint to %s", out_dir)
   return out_dir
+
+
+def has_glob_characters(path: str) -> bool:
+  """Whether ``path`` has a character orbax's writer would read as a glob pattern."""
+  return any(c in path for c in GLOB_CHARACTERS)
+
+
+def model_options(model, model_name: str) -> dict[str, Any]:
+  """The constructor options of ``model`` that rebuilding it from its name needs.
+
+  Every field that differs from ``models.create(model_name)``'s default, and the
+  weight-decided ones (pooling, layer scale) always, except those that describe a run
+  (`_RUN_OPTIONS`: class count, input size, dtype, dropout, ...). Values are plain JSON
+  types; ``checkpoints.load`` passes them as ``config.model.kwargs``.
+  """
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from time_jax import models  # pylint: disable=g-import-not-at-top
+  default = models.create(model_name)
+  out = {}
+  for field in dataclasses.fields(model):
+    name = field.name
+    if name in _RUN_OPTIONS or not hasattr(default, name):
+      continue
+    value = getattr(model, name)
+    if name in _ALWAYS_RECORDED or value != getattr(default, name):
+      out[name] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def same_variables(written: Mapping[str, Any], read: Mapping[str, Any]) -> list[str]:
+  """What differs between two variable trees (paths, shapes, dtypes, values); [] if none."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  a = traverse_util.flatten_dict(dict(written), sep="/")
+  b = traverse_util.flatten_dict(dict(read), sep="/")
+  problems = [f"{k}: not read back" for k in sorted(set(a) - set(b))]
+  problems += [f"{k}: read back but not written" for k in sorted(set(b) - set(a))]
+  for k in sorted(set(a) & set(b)):
+    x, y = np.asarray(a[k]), np.asarray(b[k])
+    if x.shape != y.shape or x.dtype != y.dtype:
+      problems.append(f"{k}: wrote {x.dtype}{list(x.shape)}, read {y.dtype}{list(y.shape)}")
+    elif not np.array_equal(x, y):
+      problems.append(f"{k}: values differ")
+  return problems
 
 
 def _as_numpy_tree(tree):

@@ -104,8 +104,15 @@ def convert(state: Mapping[str, np.ndarray], model_name: str,
   return official.convert(from_hf(state), model_name, num_classes, **overrides)
 
 
+def build(state: Mapping[str, np.ndarray], model_name: str, num_classes: int | None,
+          **overrides):
+  """The model `convert` fills and its class count; see `official.build`."""
+  return official.build(from_hf(state), model_name, num_classes, **overrides)
+
+
 def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any],
-           model_name: str, num_classes: int, **overrides) -> float:
-  """Largest relative difference between transformers and ours; see `official.verify`."""
+           model_name: str, num_classes: int, **overrides):
+  """Layer-by-layer comparison of transformers and ours (a `compare.Report`); see
+  `official.verify_official`."""
   return official.verify_official(from_hf(state), variables, model_name, num_classes,
                                   **overrides)

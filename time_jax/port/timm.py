@@ -12,7 +12,8 @@ weights and checked against ``--model``; the head count is the model's.
 
 Convolution kernels go from PyTorch ``[out, in, kh, kw]`` to Flax ``[kh, kw, in, out]``,
 linear weights are transposed. `verify` builds the timm model with the same weights
-(`time_jax.port.reference`) and compares logits on a random image in eval mode.
+(`time_jax.port.reference`) and compares every block's output, the pooled features and
+the logits on a random image in eval mode (`compare_layers`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flax import traverse_util
 from time_jax import models
 from time_jax.models import vit as vit_lib
 from time_jax.port import common
+from time_jax.port import compare as compare_lib
 
 RESNET_MODELS = ("resnet50",)
 VIT_TIMM_NAMES = {"vit_ti16": "vit_tiny_patch16_224", "vit_s16": "vit_small_patch16_224",
@@ -234,6 +236,15 @@ def convert(state: Mapping[str, np.ndarray], model_name: str, num_classes: int |
   return convert_vit(state, model_name, num_classes, **overrides)
 
 
+def build(state: Mapping[str, np.ndarray], model_name: str, num_classes: int | None,
+          **overrides) -> tuple[nn.Module, int]:
+  """The model `convert` fills (its options go to the port's metadata) and its classes."""
+  if model_name in RESNET_MODELS:
+    k = resnet_num_classes(state)
+    return models.create(model_name, num_classes=k, **overrides), k
+  return build_vit(state, model_name, num_classes, **overrides)
+
+
 def relative_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
   """``max|ours - theirs| / max|theirs|``."""
   ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
@@ -272,7 +283,8 @@ def timm_reference(state: Mapping[str, np.ndarray], model_name: str, num_classes
 
 def compare(net, model: nn.Module, variables: Mapping[str, Any], image_size: int,
             *, seed: int = 0, batch: int = 2) -> float:
-  """Relative difference of ``net`` (torch, NCHW) and ``model`` on one random batch."""
+  """Relative difference of the outputs of ``net`` (torch, NCHW) and ``model``
+  (``max|ours - theirs| / max|theirs|``) on one random batch."""
   import torch  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(seed).standard_normal(
       (batch, image_size, image_size, 3)).astype(np.float32)
@@ -282,9 +294,44 @@ def compare(net, model: nn.Module, variables: Mapping[str, Any], image_size: int
   return relative_difference(ours, theirs)
 
 
+def _taps(net) -> list[tuple[str, Any, str]]:
+  """The timm modules whose outputs match our sown layers (see `compare_layers`)."""
+  if hasattr(net, "blocks"):  # ViT
+    taps = [(f"blocks_{i}", block, "output") for i, block in enumerate(net.blocks)]
+  else:  # ResNet
+    taps = [(f"layer{s}_{b}", block, "output") for s in range(1, 5)
+            for b, block in enumerate(getattr(net, f"layer{s}"))]
+  head = net.head if hasattr(net, "blocks") else net.fc
+  return taps + [("pre_logits", head, "input")]
+
+
+def compare_layers(net, model: nn.Module, variables: Mapping[str, Any], image_size: int,
+                   *, seed: int = 0, batch: int = 2, atol: float = compare_lib.ATOL,
+                   rtol: float = compare_lib.RTOL) -> compare_lib.Report:
+  """Layer-by-layer comparison of ``net`` (timm, run in float64) and ``model``.
+
+  On one random batch of ``image_size``² images: each ViT block's output (``blocks_{i}``:
+  timm ``blocks.{i}``) or ResNet bottleneck's (``layer{s}_{b}``: ``layer{s}.{b}``, NCHW
+  moved to NHWC), the pooled features (``pre_logits``: the input of ``head`` / ``fc``)
+  and the logits (``output``); see `time_jax.port.compare`.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(seed).standard_normal(
+      (batch, image_size, image_size, 3)).astype(np.float32)
+  net = net.double().eval()
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64))
+  theirs, ref = compare_lib.torch_activations(lambda: net(xt), _taps(net))
+  ref = {k: (v.transpose(0, 2, 3, 1) if v.ndim == 4 else v) for k, v in ref.items()}
+  ref["output"] = theirs.numpy()
+  ours, acts = compare_lib.flax_activations(model, variables, x[:, None])
+  acts["output"] = ours
+  return compare_lib.compare(acts, ref, atol=atol, rtol=rtol)
+
+
 def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_name: str,
-           num_classes: int, *, image_size: int = 224, **overrides) -> float:
-  """Largest relative difference of the logits of timm's model and ours (eval mode).
+           num_classes: int, *, image_size: int = 224, atol: float = compare_lib.ATOL,
+           rtol: float = compare_lib.RTOL, **overrides) -> compare_lib.Report:
+  """Layer-by-layer comparison of timm's model and ours (eval mode; `compare_layers`).
 
   ``image_size`` is the ResNet's test input size; a ViT uses the size of its weights.
   """
@@ -295,4 +342,6 @@ def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_
     model, _ = build_vit(state, model_name, num_classes, **overrides)
     image_size = model.image_size
     net = timm_reference(state, model_name, num_classes, model.num_heads)
-  return compare(net, model, variables, image_size)
+  report = compare_layers(net, model, variables, image_size, atol=atol, rtol=rtol)
+  logging.info("verify %s: %s", model_name, report.summary())
+  return report

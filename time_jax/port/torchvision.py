@@ -23,7 +23,13 @@ def convert(state: Mapping[str, np.ndarray], model_name: str, num_classes: int |
                                   source="torchvision ResNet state dict", **overrides)
 
 
+def build(state: Mapping[str, np.ndarray], model_name: str, num_classes: int | None,
+          **overrides):
+  """The model `convert` fills and its class count (`time_jax.port.timm.build`)."""
+  return timm_port.build(state, model_name, num_classes, **overrides)
+
+
 def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any], model_name: str,
-           num_classes: int, **kwargs) -> float:
-  """Largest relative difference of the logits of the reference ResNet-50 and ours."""
+           num_classes: int, **kwargs):
+  """Layer-by-layer comparison of the reference ResNet-50 and ours (a `compare.Report`)."""
   return timm_port.verify(state, variables, model_name, num_classes, **kwargs)

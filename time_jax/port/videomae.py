@@ -15,8 +15,9 @@ count, pooling, layer scale) is read from the weights and checked against ``--mo
 the head count is the model's (weights cannot tell it).
 
 `verify` loads the same weights into Hugging Face ``transformers``' VideoMAE (renaming
-official -> HF, `to_hf`) and compares logits, or for pretraining models the
-reconstructions under the same tube mask, on a small random clip.
+official -> HF, `to_hf`) and compares, in float64 on a small random clip, every block's
+output and the logits, or for pretraining models the reconstructions under the same
+tube mask (`verify_official`, `time_jax.port.compare`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from time_jax import models
 from time_jax.models import transformer
 from time_jax.models import videomae as vm
 from time_jax.port import common
+from time_jax.port import compare
 
 # Model attributes a checkpoint fixes and ``--model`` must agree with.
 _STRICT = ("embed_dim", "depth", "mlp_ratio", "patch_size", "tubelet_size",
@@ -360,19 +362,30 @@ def hf_config(arch: Arch, model: nn.Module, num_classes: int, image_size: int,
   return VideoMAEConfig(**kw)
 
 
+def build(state: Mapping[str, np.ndarray], model_name: str, num_classes: int | None,
+          **overrides) -> tuple[nn.Module, int]:
+  """The model `convert` fills (its options go to the port's metadata) and its classes."""
+  return build_model(infer_arch(state), model_name, num_classes, **overrides)
+
+
 def verify_official(state: Mapping[str, np.ndarray], variables: Mapping[str, Any],
                     model_name: str, num_classes: int, *, seed: int = 0,
-                    **overrides) -> float:
-  """Largest relative difference between transformers and ours on the same weights.
+                    atol: float = compare.ATOL, rtol: float = compare.RTOL,
+                    **overrides) -> compare.Report:
+  """Compares transformers' VideoMAE and ours, layer by layer, on the same weights.
 
   Builds the transformers model from the official-layout ``state`` (via `to_hf`), in
-  eval mode and float32, on a random clip of ``2·tubelet`` frames of ``4·patch``² pixels,
-  and compares logits, or for pretraining models the reconstructions of the same tube
-  mask (ratio 0.5). transformers hard-codes eps 1e-5 in ``fc_norm``/``decoder.norm``;
-  they are set to the official 1e-6 so the comparison is of the same function.
+  eval mode and float64 (so that the reference carries no rounding of its own), on a
+  random clip of ``2·tubelet`` frames of ``4·patch``² pixels, and compares each encoder
+  block's output (``blocks_{i}``: HF ``videomae.encoder.layer.{i}``), for pretrainers
+  each decoder block's (``decoder/blocks_{i}``: ``decoder.decoder_layers.{i}``), for
+  classifiers the pooled features (``pre_logits``: the input of ``classifier``), and the
+  output: logits, or the reconstructions of the same tube mask (ratio 0.5). transformers
+  hard-codes eps 1e-5 in ``fc_norm``/``decoder.norm``; they are set to the official
+  1e-6 so the comparison is of the same function. See `time_jax.port.compare`.
 
-  Returns:
-    ``max|ours - theirs| / max|theirs|``.
+  Raises:
+    ValueError: for layer-scale checkpoints (transformers has no layer scale).
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -387,31 +400,36 @@ def verify_official(state: Mapping[str, np.ndarray], variables: Mapping[str, Any
   hf_state = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
               for k, v in to_hf(state).items()}
   hf.load_state_dict(hf_state, strict=True)
+  hf = hf.double()
   for mod in hf.modules():
     if isinstance(mod, torch.nn.LayerNorm):
       mod.eps = transformer.LN_EPS
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((1, frames, size, size, arch.in_chans)).astype(np.float32)
-  xt = torch.from_numpy(x.transpose(0, 1, 4, 2, 3).copy())
-  with torch.no_grad():
-    if arch.pretrain:
-      model = model.clone(mask_ratio=0.5)
-      mask = np.array(vm.tube_mask(jax.random.key(seed), 1, frames, size,
-                                   arch.patch_size, arch.tubelet_size, 0.5))
-      theirs = hf(xt, bool_masked_pos=torch.from_numpy(mask)).logits.numpy()
-      ours = np.asarray(model.apply(variables, x, mask))
-    else:
-      theirs = hf(xt).logits.numpy()
-      ours = np.asarray(model.apply(variables, x))
-  if ours.shape != theirs.shape:
-    raise AssertionError(f"output shapes differ: ours {ours.shape}, transformers "
-                         f"{theirs.shape}")
-  err = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
-  logging.info("verify %s: max |diff| / max |ref| = %.3e", model_name, err)
-  return err
+  xt = torch.from_numpy(x.transpose(0, 1, 4, 2, 3).astype(np.float64))
+  taps = [(f"blocks_{i}", layer, "output")
+          for i, layer in enumerate(hf.videomae.encoder.layer)]
+  if arch.pretrain:
+    taps += [(f"decoder/blocks_{i}", layer, "output")
+             for i, layer in enumerate(hf.decoder.decoder_layers)]
+    model = model.clone(mask_ratio=0.5)
+    mask = np.array(vm.tube_mask(jax.random.key(seed), 1, frames, size,
+                                 arch.patch_size, arch.tubelet_size, 0.5))
+    run = lambda: hf(xt, bool_masked_pos=torch.from_numpy(mask)).logits  # pylint: disable=unnecessary-lambda-assignment
+    ours, acts = compare.flax_activations(model, variables, x, mask)
+  else:
+    taps.append(("pre_logits", hf.classifier, "input"))
+    run = lambda: hf(xt).logits  # pylint: disable=unnecessary-lambda-assignment
+    ours, acts = compare.flax_activations(model, variables, x)
+  theirs, ref = compare.torch_activations(run, taps)
+  ref["output"] = theirs.numpy()
+  acts["output"] = ours
+  report = compare.compare(acts, ref, atol=atol, rtol=rtol)
+  logging.info("verify %s: %s", model_name, report.summary())
+  return report
 
 
 def verify(state: Mapping[str, np.ndarray], variables: Mapping[str, Any],
-           model_name: str, num_classes: int, **overrides) -> float:
+           model_name: str, num_classes: int, **overrides) -> compare.Report:
   """`verify_official` for an official checkpoint (the CLI's ``--verify``)."""
   return verify_official(state, variables, model_name, num_classes, **overrides)
