@@ -143,15 +143,18 @@ class _OursOrWarnings(logging.Filter):
             os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep))
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(handlers: Sequence[logging.Handler] | None = None) -> None:
   """Drops the libraries' INFO lines from the console (see the module docstring).
 
   Call after absl has parsed the flags (in ``main``); an explicit ``--verbosity`` on the
   command line leaves every record to absl's verbosity.
+
+  Args:
+    handlers: the handlers to filter (default: the root logger's, absl's among them).
   """
   if "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present:
     return
-  for handler in logging.getLogger().handlers:
+  for handler in logging.getLogger().handlers if handlers is None else handlers:
     if not any(isinstance(f, _OursOrWarnings) for f in handler.filters):
       handler.addFilter(_OursOrWarnings())
 
