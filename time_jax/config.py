@@ -9,7 +9,8 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
   checkpoint, no training).
 * ``seed``: the run's seed: the initialisation, the training step's randomness (mixup,
   masks, drop path) and, unless ``input.shuffle_seed`` is set (>= 0), the data order and
-  augmentation; one ``--config.seed=S`` varies the whole run. ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer);
+  augmentation; one ``--config.seed=S`` varies the whole run.
+* ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer);
   ``dataset`` / ``input``: `time_jax.data.config`.
 * ``model``: ``name`` (a key of `time_jax.models.MODELS`), ``dtype`` (compute dtype,
   ``'bfloat16'`` or ``'float32'``; parameters and optimizer state stay float32),

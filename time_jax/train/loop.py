@@ -18,6 +18,11 @@ A workdir with a checkpoint resumes from it (state, RNG and the data iterator), 
 run killed at any point and started again with the same command ends as an
 uninterrupted one. SIGTERM saves the current step and returns. A non-finite loss stops
 the run naming the step, before anything non-finite is saved.
+
+The console gets one line for the parameters (the table goes to ``parameters.txt``) and
+the progress of training (`time_jax.console.Progress`), whose rate and ETA start after
+the first step of the run, which compiles. ``metrics.jsonl`` holds each step once, also
+across resumes (`metrics.Writer.rewind`).
 """
 
 from __future__ import annotations
