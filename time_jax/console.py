@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -206,8 +207,13 @@ class Progress:
     """The first step of this run has finished (compiled and ran) at ``step``."""
     if not self.live or self._bar is not None:
       return
+    try:  # a pseudo-terminal without a size reports 0 columns: tqdm would draw nothing
+      sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+      sized = False
     self._bar = tqdm.tqdm(total=self.total, initial=step, file=self.stream, desc="train",
-                          unit="step", dynamic_ncols=True, leave=True)
+                          unit="step", dynamic_ncols=sized, ncols=None if sized else 100,
+                          nrows=None if sized else 24, leave=True)
     root = logging.getLogger()
     self._handlers = list(root.handlers)
     root.handlers = [_AboveTheBar(h, self.stream) for h in self._handlers]
