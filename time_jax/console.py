@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from typing import Any, NoReturn, Sequence
 
 from absl import flags
@@ -126,10 +127,8 @@ def check_workdir(workdir: str) -> str:
   path = os.path.abspath(workdir)
   try:
     os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    with tempfile.TemporaryFile(dir=path, prefix=".write_test_") as f:
+      f.write(b"ok")  # a unique name: every process of a job checks the shared folder
   except OSError as e:
     usage_error(f"--workdir: cannot create or write {path} ({e.strerror or e}); choose "
                 "a folder you can write.")
