@@ -104,8 +104,12 @@ if n == 3:
 if args["config"].split(":")[-1].startswith("pretrain"):
   sys.exit(0)
 top1 = n / 10 + (0.05 if args.get("config.time.arrangement") == "temporal" else 0)
+top1 += int(args.get("config.seed", 0)) / 100
+result = dict(step=1, top1=top1, top5=1.0, num_videos=9, mean_class_accuracy=top1)
+if os.environ.get("FAKE_NO_TOP5"):  # few classes: the loop reports no top-5
+  del result["top5"]
 with open(os.path.join(wd, "eval_results.json"), "w") as f:
-  json.dump(dict(step=1, top1=top1, top5=1.0, num_videos=9, mean_class_accuracy=top1), f)
+  json.dump(result, f)
 """
 
 
@@ -144,6 +148,64 @@ def test_run_skips_finished_settings_and_reports_failures(tmp_path, monkeypatch)
   assert (tmp_path / "t.png").stat().st_size > 1000
 
 
+def _fake_python(tmp_path, monkeypatch):
+  fake = tmp_path / "fake_python"
+  fake.write_text(FAKE_MAIN.format(python=sys.executable))
+  fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+  monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.txt"))
+  return str(fake)
+
+
+def test_seeds_run_each_setting_per_seed_and_report_mean_and_std(tmp_path, monkeypatch):
+  fake = _fake_python(tmp_path, monkeypatch)
+  monkeypatch.setenv("FAKE_NO_TOP5", "1")
+  work = tmp_path / "w"
+  plan = sweep.Plan("cfg.py:{phase}", str(work), ("pretrain", "finetune"), [], (0, 1, 2))
+  grid = sweep.settings([1, 3, 4])
+  cmds = plan.commands(grid[0], 2)
+  assert [c[-1] for c in cmds] == ["--config.seed=2"] * 2
+  assert f"--workdir={work}/n1/seed2/finetune" in cmds[1]
+  # n4 seed 1 finished earlier (another job of the array): kept, not run again
+  os.makedirs(work / "n4" / "seed1" / "finetune")
+  (work / "n4" / "seed1" / "finetune" / "eval_results.json").write_text(
+      json.dumps(dict(top1=0.9, num_videos=9)))
+
+  status = sweep.run(plan, grid, python=fake, env=dict(os.environ))
+  calls = (tmp_path / "calls.txt").read_text().split()
+  assert str(work / "n4" / "seed1" / "pretrain") not in calls
+  assert len(calls) == 2 * 8 - 3  # n3 fails in pretraining, for each seed
+  assert status["n4/seed1"] == "done" and status["n1/seed0"] == "ran"
+  assert status["n3/seed2"].startswith("failed: pretrain exited with 7")
+
+  rows = {r["setting"]: r for r in sweep.collect(plan, grid, status)}
+  assert rows["n1"]["seeds"] == 3
+  assert rows["n1"]["top1"] == pytest.approx(11.0)  # 10 + seed: 10, 11, 12
+  assert rows["n1"]["top1_std"] == pytest.approx(1.0)  # sample standard deviation
+  assert rows["n1"]["top5"] is None and rows["n1"]["status"] == "done"
+  assert rows["n4"]["top1"] == pytest.approx((40 + 90 + 42) / 3)
+  assert rows["n3"]["seeds"] == 0 and rows["n3"]["top1"] is None
+  assert rows["n3"]["status"].startswith("seed 0: failed")
+  sweep.write_csv(list(rows.values()), str(tmp_path / "t.csv"))
+  table = {r["setting"]: r for r in _rows(tmp_path / "t.csv")}
+  assert (table["n1"]["top1"], table["n1"]["top1_std"], table["n1"]["top5"]) == (
+      "11.00", "1.00", "")
+  assert sweep.plot(list(rows.values()), str(tmp_path / "t.png"))
+
+
+def test_seeds_print_one_line_per_run_and_refuse_a_seed_override(tmp_path, capsys):
+  cfg = os.path.join(CONFIGS, "hmdb51_vit_b16.py")
+  rc = sweep.main(["--config", cfg, "--workdir", str(tmp_path), "--n", "1,2",
+                   "--seeds", "3,4", "--print-only"])
+  assert rc == 0
+  captured = capsys.readouterr()
+  lines = captured.out.strip().splitlines()
+  assert len(lines) == 4 and "--config.seed=4" in lines[1] and "n1/seed4" in lines[1]
+  assert "seeds" in captured.err  # the table's header
+  rc = sweep.main(["--config", cfg, "--workdir", str(tmp_path), "--seeds", "0,1",
+                   "--print-only", "--overrides", "seed=3"])
+  assert rc == 2 and "--seeds" in capsys.readouterr().err
+
+
 def test_plot_is_skipped_without_results(tmp_path):
   plan = sweep.Plan("cfg.py", str(tmp_path), (), [])
   rows = sweep.collect(plan, sweep.settings([1, 2]))
@@ -157,7 +219,7 @@ def test_demo_sweep_end_to_end(tmp_path):
              XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONPATH=REPO)
   cmd = [sys.executable, "-m", "time_jax.sweep",
          "--config", os.path.join(CONFIGS, "demo.py"), "--workdir", str(tmp_path / "w"),
-         "--n", "1,2", "--arrangement", "spatial",
+         "--n", "1,2", "--arrangement", "spatial", "--seeds", "3",
          "--overrides", "train.num_steps=2", "train.num_epochs=0", "train.log_every=1",
          "input.batch_size=4", "input.eval_batch_size=4", "input.eval_clips=1",
          "checkpoint.async_save=False", "model.kwargs.depth=1"]
@@ -169,6 +231,8 @@ def test_demo_sweep_end_to_end(tmp_path):
   for r in rows:
     assert r["status"] == "done"
     assert 0.0 <= float(r["top1"]) <= 100.0
-    with open(tmp_path / "w" / r["setting"] / "config.json") as f:
-      assert json.load(f)["time"]["n"] == int(r["n"])
+    assert r["seeds"] == "1"
+    with open(tmp_path / "w" / r["setting"] / "seed3" / "config.json") as f:
+      saved = json.load(f)
+    assert saved["time"]["n"] == int(r["n"]) and saved["seed"] == 3
   assert (tmp_path / "w" / "sweep.png").stat().st_size > 1000

@@ -7,12 +7,17 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
 * ``mode``: ``'finetune'`` (classification), ``'pretrain'`` (VideoMAE masked
   autoencoding) or ``'eval'`` (evaluate ``checkpoint.init_from`` or the workdir's latest
   checkpoint, no training).
-* ``seed``; ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer);
+* ``seed``: the run's seed: the initialisation, the training step's randomness (mixup,
+  masks, drop path) and, unless ``input.shuffle_seed`` is set (>= 0), the data order and
+  augmentation; one ``--config.seed=S`` varies the whole run.
+* ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer);
   ``dataset`` / ``input``: `time_jax.data.config`.
 * ``model``: ``name`` (a key of `time_jax.models.MODELS`), ``dtype`` (compute dtype,
   ``'bfloat16'`` or ``'float32'``; parameters and optimizer state stay float32),
   ``kwargs`` (extra constructor arguments: ``drop_path_rate``, ``dropout_rate``,
-  ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ``bn_frozen``, ...),
+  ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``; ResNet's ``frozen_bn``, ...;
+  `validate` builds the model once to check them and that ``image_size`` is a multiple
+  of the ViT/VideoMAE patch size),
   ``remat`` (gradient checkpointing of the ViT/VideoMAE blocks: ``'none'``, ``'block'``
   or ``'full'``, `time_jax.models.transformer.remat_block`; same parameters, less
   activation memory for more compute).
@@ -87,6 +92,27 @@ def _fail(field: str, msg: str):
   raise ValueError(f"config.{field}: {msg}")
 
 
+def _check_model_builds(config: ml_collections.ConfigDict) -> None:
+  """Builds (does not initialise) the model: its constructor checks ``model.kwargs``,
+  ``image_size`` against the patch size and ``time.t_out`` against the tubelet."""
+  from time_jax import models  # pylint: disable=g-import-not-at-top
+  m = config.model
+  try:
+    models.from_config(config, num_classes=max(1, config.dataset.get("num_classes", 1)))
+  except TypeError as e:  # a keyword the model does not take
+    _fail("model.kwargs", f"{m.name!r}: {e}; see the model's attributes in "
+          f"{models.MODELS[m.name][0]}.")
+  except ValueError as e:
+    text = str(e)
+    if "patch_size" in text:
+      _fail("image_size", f"{config.image_size} does not fit {m.name!r}: {text} Set "
+            "config.image_size to a multiple of the patch size (or change "
+            "config.model.kwargs.patch_size).")
+    if "tubelet" in text:
+      _fail("time.t_out", f"{config.time.t_out} does not fit {m.name!r}: {text}")
+    _fail("model.kwargs", f"{m.name!r}: {text}")
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
   """Checks the whole config once, at start; raises ValueError naming the field.
 
@@ -118,6 +144,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if m.remat != "none" and not models.is_transformer(m.name):
     _fail("model.remat", f"{m.remat!r}: rematerialisation is for the ViT/VideoMAE blocks; "
           f"{m.name!r} needs remat='none'.")
+  _check_model_builds(config)
   data_config.validate(config)
 
   o, t = config.optimizer, config.train

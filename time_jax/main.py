@@ -7,6 +7,11 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
 
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
 --process_id``) call ``jax.distributed.initialize`` first; see launch/.
+
+A mistake on the command line, in the config or in ``--workdir`` ends the run before
+anything is built, with one line ``error: ...`` on stderr and exit status 2
+(`time_jax.console`). The console shows our own log lines, warnings and a progress
+line; ``--verbosity=0`` adds the libraries' INFO lines (Orbax, JAX, Grain).
 """
 
 import os
@@ -18,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 from time_jax import config as config_lib
+from time_jax import console
 from time_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,17 +48,19 @@ def _maybe_initialize_distributed() -> None:
 
 def main(argv):
   del argv
+  console.quiet_libraries()
   _maybe_initialize_distributed()
   config = _CONFIG.value
   try:
     config_lib.validate(config)
   except ValueError as e:  # one line naming the field, no traceback
-    raise app.UsageError(str(e)) from e
+    console.usage_error(str(e))
+  workdir = console.check_workdir(_WORKDIR.value)
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  result = loop.train_and_evaluate(config, _WORKDIR.value)
+  result = loop.train_and_evaluate(config, workdir)
   logging.info("Done: %s", result)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

@@ -17,12 +17,17 @@ pretraining run at ``../pretrain``::
     python -m time_jax.sweep --config 'configs/hmdb51_videomae.py:{phase},1' \
         --workdir W --n 1,2,4 --mask-ratio 0.5,0.75,0.9
 
-``--mask-ratio`` sets ``pretrain.mask_ratio`` (Fig. 4). Settings whose final phase
-already wrote ``eval_results.json`` are not run again. After running (and with
-``--print-only`` or ``--collect-only``, from whatever has finished) the results
-are gathered into ``W/sweep.csv`` (top-1 / top-5 in %, one row per setting) and
-``W/sweep.png``: top-1 against N, one line per arrangement (and mask ratio); against
-the mask ratio when only the mask ratio varies.
+``--mask-ratio`` sets ``pretrain.mask_ratio`` (Fig. 4). ``--seeds 0,1,2`` runs every
+setting once per seed (``--config.seed=S``, which also seeds the data order and
+augmentation unless the config sets ``input.shuffle_seed``), in ``W/<setting>/seed<S>``
+(two-phase: ``W/<setting>/seed<S>/<phase>``). Runs whose final phase already wrote
+``eval_results.json`` are not run again. After running (and with ``--print-only`` or
+``--collect-only``, from whatever has finished) the results are gathered into
+``W/sweep.csv``, one row per setting: top-1 / top-5 in %, with seeds their mean and
+sample standard deviation over the finished seeds (``seeds`` counts them; top-5 stays
+empty where the runs report none), and ``W/sweep.png``: top-1 against N (± one standard
+deviation with seeds), one line per arrangement (and mask ratio); against the mask
+ratio when only the mask ratio varies.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import logging
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 from typing import Sequence
@@ -47,8 +53,8 @@ RESULTS_FILE = "eval_results.json"  # written by time_jax.train.loop at the fina
 CSV_FILE = "sweep.csv"
 PLOT_FILE = "sweep.png"
 PHASE_KEY = "{phase}"
-CSV_FIELDS = ("setting", "n", "arrangement", "mask_ratio", "top1", "top5",
-              "num_videos", "status", "workdir")
+CSV_FIELDS = ("setting", "n", "arrangement", "mask_ratio", "seeds", "top1", "top1_std",
+              "top5", "top5_std", "num_videos", "status", "workdir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,28 +151,44 @@ def load_config(spec: str):
 
 @dataclasses.dataclass
 class Plan:
-  """What to run for each setting: ``(phase, config spec, workdir)`` in order."""
+  """What to run for each setting (and seed): ``(phase, config spec, workdir)`` in order.
+
+  ``seeds`` empty: one run per setting with the config's seed, in ``W/<setting>``.
+  """
   config: str
   workdir: str
   phases: tuple[str, ...]
   overrides: list[str]
+  seeds: tuple[int, ...] = ()
 
-  def steps(self, s: Setting) -> list[tuple[str, str, str]]:
+  def runs(self) -> list[int | None]:
+    """The seeds each setting runs with (``[None]``: the config's own)."""
+    return list(self.seeds) or [None]
+
+  def steps(self, s: Setting, seed: int | None = None) -> list[tuple[str, str, str]]:
     root = os.path.join(self.workdir, s.name)
+    if seed is not None:
+      root = os.path.join(root, f"seed{seed}")
     if PHASE_KEY not in self.config:
       return [("", self.config, root)]
     return [(p, self.config.replace(PHASE_KEY, p), os.path.join(root, p))
             for p in self.phases]
 
-  def commands(self, s: Setting, python: str = sys.executable) -> list[list[str]]:
-    """The ``time_jax.main`` command line of each phase of setting ``s``."""
+  def commands(self, s: Setting, seed: int | None = None,
+               python: str = sys.executable) -> list[list[str]]:
+    """The ``time_jax.main`` command line of each phase of setting ``s`` (and seed)."""
+    seed_flag = [] if seed is None else [f"--config.seed={seed}"]
     return [[python, "-m", "time_jax.main", f"--config={spec}", f"--workdir={wd}",
-             *s.overrides(), *self.overrides]
-            for _, spec, wd in self.steps(s)]
+             *s.overrides(), *seed_flag, *self.overrides]
+            for _, spec, wd in self.steps(s, seed)]
 
-  def results_dir(self, s: Setting) -> str:
-    """The workdir whose ``eval_results.json`` holds the setting's result."""
-    return self.steps(s)[-1][2]
+  def results_dir(self, s: Setting, seed: int | None = None) -> str:
+    """The workdir whose ``eval_results.json`` holds the run's result."""
+    return self.steps(s, seed)[-1][2]
+
+  @staticmethod
+  def run_name(s: Setting, seed: int | None) -> str:
+    return s.name if seed is None else f"{s.name}/seed{seed}"
 
 
 def read_result(workdir: str) -> dict | None:
@@ -180,44 +202,68 @@ def read_result(workdir: str) -> dict | None:
 
 def run(plan: Plan, grid: Sequence[Setting], python: str = sys.executable,
         env: dict | None = None) -> dict[str, str]:
-  """Runs every setting's phases in order; returns setting name -> status.
+  """Runs every setting's phases in order, once per seed; returns run name (`Plan.run_name`)
+  -> status.
 
-  A setting whose results exist is skipped (``'done'``); a failing phase stops that
-  setting (``'failed: ...'``) and the sweep goes on with the next.
+  A run whose results exist is skipped (``'done'``); a failing phase stops that run
+  (``'failed: ...'``) and the sweep goes on with the next.
   """
   status = {}
   for s in grid:
-    if read_result(plan.results_dir(s)) is not None:
-      logging.info("%s: results exist in %s; skipped.", s.name, plan.results_dir(s))
-      status[s.name] = "done"
-      continue
-    status[s.name] = "ran"
-    for (phase, _, wd), cmd in zip(plan.steps(s), plan.commands(s, python)):
-      logging.info("%s%s: %s", s.name, f" ({phase})" if phase else "", shlex.join(cmd))
-      os.makedirs(wd, exist_ok=True)
-      rc = subprocess.run(cmd, env=env, check=False).returncode
-      if rc != 0:
-        status[s.name] = f"failed: {phase or 'run'} exited with {rc} (log in {wd})"
-        logging.error("%s: %s", s.name, status[s.name])
-        break
+    for seed in plan.runs():
+      name = plan.run_name(s, seed)
+      if read_result(plan.results_dir(s, seed)) is not None:
+        logging.info("%s: results exist in %s; skipped.", name, plan.results_dir(s, seed))
+        status[name] = "done"
+        continue
+      status[name] = "ran"
+      for (phase, _, wd), cmd in zip(plan.steps(s, seed), plan.commands(s, seed, python)):
+        logging.info("%s%s: %s", name, f" ({phase})" if phase else "", shlex.join(cmd))
+        os.makedirs(wd, exist_ok=True)
+        rc = subprocess.run(cmd, env=env, check=False).returncode
+        if rc != 0:
+          status[name] = f"failed: {phase or 'run'} exited with {rc} (log in {wd})"
+          logging.error("%s: %s", name, status[name])
+          break
   return status
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+  """Mean and sample standard deviation (None for no values / a single one)."""
+  if not values:
+    return None, None
+  return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def collect(plan: Plan, grid: Sequence[Setting],
             status: dict[str, str] | None = None) -> list[dict]:
-  """One table row per setting from the runs' ``eval_results.json`` (% for top-k)."""
+  """One table row per setting from its runs' ``eval_results.json`` (% for top-k).
+
+  With seeds, ``top1`` / ``top5`` are the means over the finished seeds and
+  ``top1_std`` / ``top5_std`` their sample standard deviations; ``seeds`` counts the
+  finished runs. Runs without ``top5`` (few classes) leave it empty.
+  """
+  status = status or {}
   rows = []
   for s in grid:
-    res = read_result(plan.results_dir(s))
-    state = (status or {}).get(s.name, "")
+    results, states = [], []
+    for seed in plan.runs():
+      res = read_result(plan.results_dir(s, seed))
+      if res is not None:
+        results.append(res)
+      else:
+        state = status.get(plan.run_name(s, seed), "")
+        states.append(f"{'' if seed is None else f'seed {seed}: '}"
+                      f"{state if state.startswith('failed') else 'missing'}")
+    top1, top1_std = _mean_std([100 * float(r["top1"]) for r in results])
+    top5, top5_std = _mean_std([100 * float(r["top5"]) for r in results
+                                if r.get("top5") is not None])
+    root = os.path.join(plan.workdir, s.name) if plan.seeds else plan.results_dir(s)
     row = dict(setting=s.name, n=s.n, arrangement=s.arrangement, mask_ratio=s.mask_ratio,
-               top1=None, top5=None, num_videos=None, workdir=plan.results_dir(s))
-    if res is not None:
-      row.update(top1=100 * float(res["top1"]), top5=100 * float(res["top5"]),
-                 num_videos=int(res.get("num_videos", 0)))
-      row["status"] = "done"
-    else:
-      row["status"] = state if state.startswith("failed") else "missing"
+               seeds=len(results) if plan.seeds else None, top1=top1, top1_std=top1_std,
+               top5=top5, top5_std=top5_std, workdir=root,
+               num_videos=int(results[0].get("num_videos", 0)) if results else None)
+    row["status"] = "; ".join(states) if states else "done"
     rows.append(row)
   return rows
 
@@ -229,7 +275,7 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
     w.writeheader()
     for r in rows:
       w.writerow({k: ("" if r.get(k) is None else
-                      f"{r[k]:.2f}" if k in ("top1", "top5") else r[k])
+                      f"{r[k]:.2f}" if k.startswith(("top1", "top5")) else r[k])
                   for k in CSV_FIELDS})
 
 
@@ -255,7 +301,9 @@ def plot(rows: Sequence[dict], path: str, title: str = "") -> bool:
                       (f"N={v}" if k == "n" else str(v))
                       for k, v in zip(line_keys, key) if v is not None)
     xs = [r[x_key] if r[x_key] is not None else 0 for r in pts]
-    ax.plot(xs, [r["top1"] for r in pts], marker="o", label=label or None)
+    err = [r.get("top1_std") or 0.0 for r in pts]
+    ax.errorbar(xs, [r["top1"] for r in pts], yerr=err if any(err) else None, marker="o",
+                capsize=3, label=label or None)
   ax.set_xlabel("N (grid side)" if x_key == "n" else "mask ratio")
   if x_key == "n":
     ax.set_xticks(sorted({r["n"] for r in done if r["n"] is not None}))
@@ -263,13 +311,20 @@ def plot(rows: Sequence[dict], path: str, title: str = "") -> bool:
   ax.grid(alpha=0.3)
   if title:
     ax.set_title(title, fontsize=9)
-  if any(line.get_label() and not line.get_label().startswith("_")
-         for line in ax.get_lines()):
+  if ax.get_legend_handles_labels()[1]:
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return True
+
+
+def _cell(row: dict, key: str) -> str:
+  """``'97.50'``, ``'97.50 ± 1.25'`` with a standard deviation, ``'-'`` when missing."""
+  if row[key] is None:
+    return "-"
+  std = row.get(f"{key}_std")
+  return f"{row[key]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
 def parse_args(argv):
@@ -281,6 +336,9 @@ def parse_args(argv):
   p.add_argument("--n", default="", help="grid sides N, e.g. 1,2,4,7")
   p.add_argument("--arrangement", default="", help="spatial,temporal")
   p.add_argument("--mask-ratio", default="", help="pretraining mask ratios, e.g. 0.5,0.75,0.9")
+  p.add_argument("--seeds", default="",
+                 help="run every setting once per seed (--config.seed), e.g. 0,1,2; "
+                      "the table reports mean ± std")
   p.add_argument("--phases", default="pretrain,finetune",
                  help="phases of a '{phase}' config, in order (default pretrain,finetune)")
   p.add_argument("--overrides", nargs="*", default=[],
@@ -310,8 +368,11 @@ def main(argv=None) -> int:
       raise ValueError(f"--mask-ratio: {first} is a {config.mode!r} config; the mask "
                        "ratio only acts in pretraining. Put '{phase}' in --config to "
                        "pretrain then fine-tune each setting.")
-    plan = Plan(args.config, os.path.abspath(args.workdir), phases,
-                normalise_overrides(args.overrides))
+    seeds = tuple(parse_list(args.seeds, int, "--seeds"))
+    overrides = normalise_overrides(args.overrides)
+    if seeds and any(o.startswith("--config.seed=") for o in overrides):
+      raise ValueError("--overrides sets config.seed; give the seeds with --seeds.")
+    plan = Plan(args.config, os.path.abspath(args.workdir), phases, overrides, seeds)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -319,7 +380,8 @@ def main(argv=None) -> int:
   status: dict[str, str] = {}
   if args.print_only:
     for s in grid:
-      print(" && ".join(shlex.join(c) for c in plan.commands(s)))
+      for seed in plan.runs():
+        print(" && ".join(shlex.join(c) for c in plan.commands(s, seed)))
   elif not args.collect_only:
     status = run(plan, grid)
 
@@ -328,11 +390,15 @@ def main(argv=None) -> int:
   csv_path = os.path.join(plan.workdir, CSV_FILE)
   write_csv(rows, csv_path)
   out = sys.stderr if args.print_only else sys.stdout
-  print(f"{'setting':<28} {'top-1 %':>8} {'top-5 %':>8}  status", file=out)
+  width = 15 if seeds else 8
+  seeds_col = f" {'seeds':>5}" if seeds else ""
+  print(f"{'setting':<28}{seeds_col} {'top-1 %':>{width}} {'top-5 %':>{width}}  status",
+        file=out)
   for r in rows:
-    t1 = f"{r['top1']:.2f}" if r["top1"] is not None else "-"
-    t5 = f"{r['top5']:.2f}" if r["top5"] is not None else "-"
-    print(f"{r['setting']:<28} {t1:>8} {t5:>8}  {r['status']}", file=out)
+    cells = [_cell(r, "top1"), _cell(r, "top5")]
+    seeds_cell = f" {r['seeds']:>5}" if seeds else ""
+    print(f"{r['setting']:<28}{seeds_cell} {cells[0]:>{width}} {cells[1]:>{width}}  "
+          f"{r['status']}", file=out)
   print(f"table: {csv_path}", file=out)
   png = os.path.join(plan.workdir, PLOT_FILE)
   if plot(rows, png, title=args.config):

@@ -70,7 +70,9 @@ def input_defaults() -> ml_collections.ConfigDict:
       num_workers=0,        # Grain worker processes per host (0: in-process)
       worker_buffer_size=2,  # batches each worker prepares ahead
       read_threads=4,       # threads per process reading batches (decode frees the GIL)
-      shuffle_seed=0,
+      # Seed of the data order and the augmentation draws; -1: config.seed, so one
+      # --config.seed=S varies the whole run. Set it (>= 0) to fix the data across seeds.
+      shuffle_seed=-1,
       # Views per video read (VideoMAE's num_sample): each decode gives `repeats`
       # training views with their own augmentation. batch_size counts views; an epoch
       # visits every video once (repeats views each); the learning rate scales with
@@ -244,10 +246,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     fail("input.randaugment_on", f"{i.randaugment_on!r}; use 'frames' or 'cells'.")
   if not 0 <= i.random_erase_prob <= 1:
     fail("input.random_erase_prob", f"{i.random_erase_prob} must be in [0, 1].")
-  lo, hi = i.crop_scale
+  def pair(field, example):
+    value = i[field]
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+      fail(f"input.{field}", f"{value!r} must be two numbers (lo, hi), e.g. "
+           f"--config.input.{field}='{example}'.")
+    return value
+
+  lo, hi = pair("crop_scale", "(0.25, 1.0)")
   if not 0 < lo <= hi <= 1:
     fail("input.crop_scale", f"{tuple(i.crop_scale)} must satisfy 0 < lo <= hi <= 1.")
-  lo, hi = i.crop_ratio
+  lo, hi = pair("crop_ratio", "(0.75, 1.333)")
   if not 0 < lo <= hi:
     fail("input.crop_ratio", f"{tuple(i.crop_ratio)} must satisfy 0 < lo <= hi.")
   if not 0 <= i.rotation < 90:

@@ -391,7 +391,8 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
   Args:
     config: the full config (``dataset``, ``input``, ``time``, ``image_size``).
     split: ``'train'`` or ``'eval'``.
-    seed: shuffle and augmentation seed (default ``config.input.shuffle_seed``).
+    seed: shuffle and augmentation seed (default ``config.input.shuffle_seed``, or
+      ``config.seed`` when that is -1).
     splits: records and class names to use instead of `sources.load_splits` (tests,
       or a caller that loaded them once for both splits). When None the config is
       first checked with `time_jax.data.config.validate`.
@@ -407,7 +408,9 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     data_config.validate(config)
     splits = sources.load_splits(config)
   reader = reader if reader is not None else sources.make_reader(config)
-  seed = config.input.shuffle_seed if seed is None else seed
+  if seed is None:  # input.shuffle_seed; -1 (unset): the run's config.seed
+    seed = config.input.shuffle_seed if config.input.shuffle_seed >= 0 else config.get(
+        "seed", 0)
   spec = _spec(config)
   records = splits.train if split == "train" else splits.eval
   if not records:

@@ -18,6 +18,11 @@ A workdir with a checkpoint resumes from it (state, RNG and the data iterator), 
 run killed at any point and started again with the same command ends as an
 uninterrupted one. SIGTERM saves the current step and returns. A non-finite loss stops
 the run naming the step, before anything non-finite is saved.
+
+The console gets one line for the parameters (the table goes to ``parameters.txt``) and
+the progress of training (`time_jax.console.Progress`), whose rate and ETA start after
+the first step of the run, which compiles. ``metrics.jsonl`` holds each step once, also
+across resumes (`metrics.Writer.rewind`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from clu import parameter_overview
 from jax.experimental import multihost_utils
 
 from time_jax import checkpoints
+from time_jax import console
 from time_jax import models
 from time_jax.data import base
 from time_jax.data import pipeline
@@ -49,6 +55,9 @@ from time_jax.train import sharding
 from time_jax.train import state as state_lib
 from time_jax.train import steps as steps_lib
 from time_jax.train import tasks
+
+
+PARAMETERS_FILE = "parameters.txt"  # the parameter table (name, shape, dtype, size)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -140,14 +149,25 @@ class Trainer:
     if config.train.ema_decay > 0:
       logging.info("Parameter EMA with decay %g; evaluation uses the %s parameters.",
                    config.train.ema_decay, "EMA" if self.eval_ema else "raw")
-    logging.info("Parameters:\n%s",
-                 parameter_overview.get_parameter_overview(self.state.params,
-                                                           include_stats=False))
+    self._log_parameters()
     self.ckpt = checkpoints.Checkpointer(self.workdir, config)
     self.train_step = steps_lib.jit_train_step(
         self.task.train_step(self.tx), self.shardings, self.mesh,
         remat=config.model.get("remat", "none"))
     self.eval_step = self.task.eval_step(self.shardings, self.mesh)
+
+  def _log_parameters(self) -> None:
+    """The parameter table goes to ``parameters.txt``, its total to the log."""
+    leaves = jax.tree_util.tree_leaves(self.state.params)
+    count = sum(int(np.prod(x.shape)) for x in leaves)
+    nbytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
+    path = os.path.join(self.workdir, PARAMETERS_FILE)
+    if jax.process_index() == 0:
+      with open(path, "w") as f:
+        f.write(parameter_overview.get_parameter_overview(self.state.params,
+                                                          include_stats=False) + "\n")
+    logging.info("Parameters: %s in %d arrays (%.1f MiB); the table is in %s.",
+                 f"{count:,}", len(leaves), nbytes / 2**20, path)
 
   # --------------------------------------------------------------------------- eval
   def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
@@ -176,8 +196,15 @@ class Trainer:
       self.state = _init_from(self.config, self.workdir, self.state, self.shardings)
     return 0
 
-  def _flush(self, window: list, step: int, tick: float) -> None:
-    """Checks the window's losses are finite, then logs their means."""
+  def _flush(self, window: list, step: int, since: tuple[int, float]) -> None:
+    """Checks the window's losses are finite, then writes their means and shows them.
+
+    Args:
+      window: ``(step, metrics)`` of the steps since the last flush.
+      step: the last step of the window.
+      since: ``(step, time)`` the window's timing starts at: the end of the previous
+        window, of an evaluation, or of this run's first step (compilation excluded).
+    """
     if not window:
       return
     fetched = jax.device_get(window)
@@ -192,15 +219,17 @@ class Trainer:
     for _, m in fetched:
       agg = agg.merge(collection.single_from_model_output(**m))
     out = {f"train/{k}": float(v) for k, v in agg.compute().items()}
-    elapsed = time.time() - tick
-    rate = len(window) / max(elapsed, 1e-9)
     out["train/lr"] = float(self.schedule(step - 1))
-    out["train/steps_per_sec"] = rate
-    out["train/clips_per_sec"] = rate * self.config.input.batch_size
-    out["train/eta_minutes"] = (self.total_steps - step) / rate / 60
+    timed = step - since[0]
+    if timed > 0:  # the window holds more than the compiling step
+      rate = timed / max(time.time() - since[1], 1e-9)
+      out["train/steps_per_sec"] = rate
+      out["train/clips_per_sec"] = rate * self.config.input.batch_size
+      out["train/eta_minutes"] = (self.total_steps - step) / rate / 60
     out["train/epoch"] = step / self.steps_per_epoch
     out.update(self.train_info.monitor.metrics())
-    self.writer.scalars(step, out)
+    self.writer.scalars(step, out, log=False)
+    self.progress.report(step, out)
     window.clear()
 
   def train(self) -> dict[str, Any]:
@@ -208,13 +237,17 @@ class Trainer:
     config = self.config
     train_iter = iter(self.train_ds)
     step = self._restore_or_init(train_iter)
-    logging.info("Training %s from step %d to %d (%d steps/epoch).", config.mode, step,
-                 self.total_steps, self.steps_per_epoch)
+    self.writer.rewind(step)
+    first = step + 1  # this run's first step compiles the train step
+    logging.info("%s %s: step %d to %d (%d steps/epoch); step %d compiles first.",
+                 "Resuming" if step else "Training", config.mode, first, self.total_steps,
+                 self.steps_per_epoch, first)
+    self.progress = console.Progress(self.total_steps, enabled=jax.process_index() == 0)
     base_rng = jax.device_get(self.state.rng)  # the state (and its rng) is donated
     preempt = _Preemption()
     old_handler = signal.signal(signal.SIGTERM, preempt)
     t = config.train
-    window, tick, last_eval = [], time.time(), {}
+    window, since, last_eval = [], (step, time.time()), {}
     try:
       while step < self.total_steps:
         batch = next(train_iter)
@@ -222,29 +255,36 @@ class Trainer:
         self.state, m = self.train_step(self.state, gb, jax.random.fold_in(base_rng, step))
         step += 1
         window.append((step, m))
+        if step == first:  # time (and ETA) from here: without the compilation
+          jax.block_until_ready(m)
+          since = (step, time.time())
+          self.progress.start(step)
+        self.progress.advance(step)
         stop = preempt.check(step)
         save = step % config.checkpoint.every_steps == 0 or step == self.total_steps or stop
         do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step < self.total_steps
         if step % t.log_every == 0 or save or do_eval:
-          self._flush(window, step, tick)
-          tick = time.time()
+          self._flush(window, step, since)
+          since = (step, time.time())
         score = None
         if do_eval:
           last_eval = self.evaluate(step)
           score = self.task.score(last_eval)
-          tick = time.time()
+          since = (step, time.time())
         if save and not (step == self.total_steps and t.eval_at_end):
           self.ckpt.save(step, self.state, train_iter, score=score)
         if stop:
           self.ckpt.wait()
           logging.warning("Stopped by signal at step %d; the checkpoint is saved.", step)
           return {"preempted_at": step}
+      self.progress.close()
       if t.eval_at_end:
         last_eval = self.evaluate(step, final=True)
         if self.ckpt.latest_step() != step:
           self.ckpt.save(step, self.state, train_iter, score=self.task.score(last_eval))
       return last_eval
     finally:
+      self.progress.close()
       signal.signal(signal.SIGTERM, old_handler)
       self.ckpt.wait()
 

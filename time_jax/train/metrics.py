@@ -172,26 +172,89 @@ def write_confusion(result: dict[str, Any], class_names: Sequence[str], out_dir:
 
 
 class Writer:
-  """Scalars and images to TensorBoard (tensorboardX), the log and ``metrics.jsonl``."""
+  """Scalars and images to TensorBoard (tensorboardX), the log and ``metrics.jsonl``.
+
+  A resumed run calls `rewind` with the step it restarts from: the records of later
+  steps, which the interrupted run wrote and the resumed one computes again, leave
+  ``metrics.jsonl`` (and TensorBoard shows them no more), and a record that the
+  resumed run writes again at that step (the final evaluation of a finished run
+  started again) replaces the earlier one. Each step's train and eval records are then
+  in the file once. Only process 0 writes.
+  """
 
   def __init__(self, workdir: str):
     self.active = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
+    self._tb_dir = os.path.join(workdir, "tensorboard")
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._replaceable: set[tuple[int, frozenset[str]]] = set()
     if self.active:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(self._tb_dir)
+      self._jsonl = open(self._path, "a")
 
-  def scalars(self, step: int, values: dict[str, float]) -> None:
+  @staticmethod
+  def _sections(values) -> frozenset[str]:
+    """The prefixes of a record's keys: ``{'train', 'input'}``, ``{'eval'}``."""
+    return frozenset(k.split("/")[0] for k in values if k != "step")
+
+  def _read(self) -> list[dict]:
+    """The records of ``metrics.jsonl``; a line cut short by a kill is dropped, counted."""
+    self._jsonl.flush()
+    records, bad = [], 0
+    with open(self._path) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          bad += 1
+    if bad:
+      logging.warning("%s: dropped %d unreadable line(s) (a write cut short).",
+                      self._path, bad)
+    return records
+
+  def _rewrite(self, records: list[dict]) -> None:
+    self._jsonl.close()
+    tmp = self._path + ".tmp"
+    with open(tmp, "w") as f:
+      for rec in records:
+        f.write(json.dumps(rec) + "\n")
+    os.replace(tmp, self._path)
+    self._jsonl = open(self._path, "a")
+
+  def rewind(self, step: int) -> None:
+    """The run restarts from ``step``: forgets what was logged after it (class doc)."""
+    if not self.active:
+      return
+    records = self._read()
+    keep = [r for r in records if int(r.get("step", 0)) <= step]
+    if len(keep) < len(records):
+      logging.info("metrics.jsonl: %d record(s) after step %d dropped; the resumed run "
+                   "logs those steps again.", len(records) - len(keep), step)
+      self._rewrite(keep)
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb.close()  # TensorBoard hides the events of steps >= purge_step
+      self._tb = SummaryWriter(self._tb_dir, purge_step=step + 1)
+    self._replaceable = {(step, self._sections(r)) for r in keep if int(r["step"]) == step}
+
+  def scalars(self, step: int, values: dict[str, float], log: bool = True) -> None:
+    """Writes ``values`` at ``step`` to TensorBoard and ``metrics.jsonl``; with ``log``
+    also one log line (the training loop shows its windows as `console.Progress`)."""
     if not self.active:
       return
     values = {k: float(v) for k, v in values.items()}
+    key = (int(step), self._sections(values))
+    if key in self._replaceable:  # written at the restart step by the previous run
+      self._replaceable.discard(key)
+      self._rewrite([r for r in self._read()
+                     if (int(r["step"]), self._sections(r)) != key])
     for k, v in values.items():
       self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps(dict(step=int(step), **values)) + "\n")
     self._jsonl.flush()
-    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.5g}" for k, v in values.items()))
+    if log:
+      logging.info("[%d] %s", step, ", ".join(f"{k}={v:.5g}" for k, v in values.items()))
 
   def images(self, step: int, images: dict[str, np.ndarray]) -> None:
     """``images``: name -> ``[N, H, W, 3]`` float in [0, 1]."""
