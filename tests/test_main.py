@@ -99,3 +99,12 @@ def test_a_workdir_that_cannot_be_created_is_named(tmp_path):
             env={"TIME_JAX_DEMO_DATA": str(tmp_path / "data")})
   assert f"--workdir: cannot create or write {workdir}" in _error_line(r)
   assert not os.path.exists(tmp_path / "data")  # nothing was built
+
+
+def test_a_workdir_orbax_cannot_write_is_refused(tmp_path):
+  # Orbax globs a checkpoint's folder to find its files: 'run[1]' would save
+  # checkpoints that never read back.
+  r = _main("--config", "configs/demo.py", "--workdir", str(tmp_path / "run[1]"),
+            env={"TIME_JAX_DEMO_DATA": str(tmp_path / "data")})
+  assert "Orbax" in _error_line(r)
+  assert not os.path.exists(tmp_path / "run[1]")

@@ -28,6 +28,7 @@ from absl import flags
 import tqdm
 
 USAGE_ERROR = 2  # the exit status of a command-line mistake (as argparse's)
+_GLOB_CHARACTERS = ("[", "]", "*", "?")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -86,22 +87,20 @@ def _flag_error(error: flags.Error) -> str:
   return " ".join(l.strip() for l in lines)
 
 
-def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
-  """Parses the command line like absl's default; any mistake is `usage_error`.
+@contextlib.contextmanager
+def config_errors(argv: Sequence[str], config_flag: str = "config"):
+  """Turns a mistake in ``argv``'s config flags, raised inside, into `usage_error`.
 
-  Use as ``app.run(main, flags_parser=console.parse_flags)``.
+  Covers absl flag errors, an override of a field the config lacks (keeping
+  ml_collections' "did you mean") and a missing or failing config file. An error raised
+  by a config file's own code that is not one of these propagates in full.
 
   Args:
-    argv: the command line, program name first.
+    argv: the command line the flags are parsed from, program name first.
     config_flag: the name of the ``config_flags.DEFINE_config_file`` flag.
-
-  Returns:
-    The arguments left after the flags (program name first).
   """
   try:
-    rest = flags.FLAGS(argv)
-    flags.FLAGS[config_flag].value.get("mode")  # a config file that failed raises here
-    return rest
+    yield
   except flags.Error as e:
     usage_error(_flag_error(e))
   except (KeyError, AttributeError) as e:  # an override of a field the config lacks
@@ -118,6 +117,24 @@ def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
     usage_error(f"--{config_flag}={spec}: {cause[-1].strip() if cause else e}")
 
 
+def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
+  """Parses the command line like absl's default; any mistake is `usage_error`.
+
+  Use as ``app.run(main, flags_parser=console.parse_flags)``.
+
+  Args:
+    argv: the command line, program name first.
+    config_flag: the name of the ``config_flags.DEFINE_config_file`` flag.
+
+  Returns:
+    The arguments left after the flags (program name first).
+  """
+  with config_errors(argv, config_flag):
+    rest = flags.FLAGS(argv)
+    flags.FLAGS[config_flag].value.get("mode")  # a config file that failed raises here
+    return rest
+
+
 def check_workdir(workdir: str) -> str:
   """Creates ``workdir`` and checks it is writable; `usage_error` naming it if not.
 
@@ -125,6 +142,11 @@ def check_workdir(workdir: str) -> str:
     The absolute path.
   """
   path = os.path.abspath(workdir)
+  if any(c in path for c in _GLOB_CHARACTERS):
+    # Orbax finds a checkpoint's per-process files with glob(<folder>/...): a folder
+    # name with these characters writes checkpoints that cannot be read back.
+    usage_error(f"--workdir: {path} contains one of {' '.join(_GLOB_CHARACTERS)}, which "
+                "Orbax's checkpoint writer reads as a pattern; choose a name without them.")
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.TemporaryFile(dir=path, prefix=".write_test_") as f:

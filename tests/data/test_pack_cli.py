@@ -90,9 +90,19 @@ def test_cli_plumbing(tmp_path, monkeypatch):
     frame_cache.load_splits(str(out))
 
 
-def test_cli_errors_name_the_problem(tmp_path):
-  with pytest.raises(FileNotFoundError, match="--config"):
-    pack.main(["--config", str(tmp_path / "none.py"), "--out", str(tmp_path / "o")])
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+  missing = str(tmp_path / "none.py")
+  with pytest.raises(SystemExit) as exit_info:
+    pack.main(["--config", missing, "--out", str(tmp_path / "o")])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == f"error: --config: {missing!r} is not a file.\n"
+  with pytest.raises(SystemExit):
+    demo = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo.py")
+    pack.main(["--config", demo, "--out", str(tmp_path / "o"),
+               "--config.dataset.rooot=x"])
+  assert capsys.readouterr().err.startswith(
+      "error: --config.dataset.rooot: config.dataset has no field 'rooot'; did you mean "
+      "'root'?")
   with pytest.raises(ValueError, match="no splits.json"):
     frame_cache.load_splits(str(tmp_path))
 

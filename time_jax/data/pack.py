@@ -30,6 +30,7 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
+from time_jax import console
 from time_jax.data import config as data_config
 from time_jax.data import frame_cache
 from time_jax.data import sources
@@ -95,7 +96,14 @@ def main(argv=None) -> int:
   if len(overrides) != len(rest):
     parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  meta = pack(load_config(args.config, overrides), args.out, short_side=args.short_side)
+  console.quiet_libraries()
+  with console.config_errors(["pack", f"--config={args.config}", *overrides]):
+    config = load_config(args.config, overrides)
+    config.get("mode")  # a config file that failed raises here
+  try:
+    meta = pack(config, args.out, short_side=args.short_side)
+  except (ValueError, OSError) as e:  # bad config, protocol files, unwritable --out
+    console.usage_error(str(e))
   logging.info("Packed %d train and %d eval videos into %s. Train from it with "
                "dataset.source='packed', dataset.packed_dir=%r.", meta["train"],
                meta["eval"], args.out, args.out)
