@@ -6,10 +6,11 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
         --config.optimizer.base_lr=1e-3 --config.dataset.root=/data/UCF101
 
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
---process_id``) call ``jax.distributed.initialize`` first; see launch/.
+--process_id``) call ``jax.distributed.initialize`` first; see launch/ (and
+launch/local_multiprocess.sh to rehearse a multi-host run on one machine). When one
+process fails, every process exits promptly with code 1, the failure named in the logs
+(`time_jax.train.multihost`).
 """
-
-import os
 
 from absl import app
 from absl import flags
@@ -19,6 +20,7 @@ from ml_collections import config_flags
 
 from time_jax import config as config_lib
 from time_jax.train import loop
+from time_jax.train import multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':arg' for get_config(arg).",
@@ -27,22 +29,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and reports g
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", multihost.HEARTBEAT_TIMEOUT_S,
+    "Seconds without a heartbeat after which a process counts as dead (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-_CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
-
-def _maybe_initialize_distributed() -> None:
-  """Multi-process start: explicit flags, or SLURM / Open MPI auto-detection."""
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif any(int(os.environ.get(k, "1")) > 1 for k in _CLUSTER_ENV):
-    jax.distributed.initialize()
-
-
-def main(argv):
-  del argv
-  _maybe_initialize_distributed()
+def _run():
   config = _CONFIG.value
   try:
     config_lib.validate(config)
@@ -52,6 +45,13 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count())
   result = loop.train_and_evaluate(config, _WORKDIR.value)
   logging.info("Done: %s", result)
+
+
+def main(argv):
+  del argv
+  multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                       heartbeat_timeout_s=_HEARTBEAT.value)
+  multihost.run_or_exit(_run, user_errors=(app.UsageError,))
 
 
 if __name__ == "__main__":
