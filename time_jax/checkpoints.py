@@ -13,11 +13,15 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 
 `Checkpointer` keeps the last ``checkpoint.keep`` steps of a run and the
 ``checkpoint.keep_best`` best by ``score`` (top-1 when fine-tuning, minus the eval loss
-when pretraining). `kind` tells the two folders apart, `latest_step` finds a
-workdir's newest saved step, `read_variables` reads either folder's variables as numpy
-trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
-(inference and diagnostics). Both read a workdir's raw parameters, or with ``ema=True``
-its EMA parameters; `evaluates_ema` says which ones the run itself evaluated.
+when pretraining). A step saved by another process count restores its state resharded
+and restarts the data iterator at that step of this process count's order, with one
+warning (the data position cannot carry over). `kind` tells the two folders apart,
+`latest_step` finds a workdir's newest saved step, `read_variables` reads either
+folder's variables as numpy trees, or straight into a target's shardings on any mesh
+and process count (``init_from``), and `load` opens either as a `Checkpoint` that
+rebuilds its model (inference and diagnostics). Both read a workdir's raw parameters,
+or with ``ema=True`` its EMA parameters; `evaluates_ema` says which ones the run itself
+evaluated.
 """
 
 from __future__ import annotations
@@ -104,7 +108,9 @@ class Checkpointer:
     """Restores ``step`` into ``state``'s shardings and ``data_iter`` in place.
 
     ``state`` is a `TrainState`. A checkpoint saved before one of its fields existed
-    (``ema_params``) restores when that field is empty here (EMA off).
+    (``ema_params``) restores when that field is empty here (EMA off). A data position
+    saved by another process count (or none) is not restored: ``data_iter`` starts at
+    batch ``step`` of this process count's order, with one warning.
 
     Raises:
       CheckpointError: the checkpoint holds arrays for a field that is empty in

@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import traceback
 from typing import Any, Callable
 
@@ -64,15 +63,13 @@ def _flush_and_exit() -> None:
   os._exit(1)  # pylint: disable=protected-access  # skips JAX's shutdown barrier
 
 
-def _watch(client, pid: int) -> None:
+def _watch(client, pid: int, done: threading.Event) -> None:
   """Waits for another process's recorded failure; then ends this one, naming it."""
-  while True:
+  while not done.is_set():
     try:
       failure = client.blocking_key_value_get(_FAILED_KEY, _POLL_MS)
-    except Exception:  # pylint: disable=broad-except  # no failure yet, or shut down
-      if getattr(distributed.global_state, "client", None) is not client:
-        return
-      time.sleep(_POLL_MS / 1000)  # the service may be gone: its heartbeats end us
+    except Exception:  # pylint: disable=broad-except  # no failure yet
+      done.wait(0.1)  # a call can fail at once (the service gone): do not spin
       continue
     if not failure.startswith(f"process {pid}:"):
       logging.error("Process %d stops because %s.", pid, failure)
@@ -96,10 +93,12 @@ def run_or_exit(fn: Callable[[], Any], *, user_errors: tuple[type, ...] = ()) ->
   if jax.process_count() == 1 or client is None:
     return fn()
   pid = jax.process_index()
-  threading.Thread(target=_watch, args=(client, pid), daemon=True,
-                   name="time_jax-failure-watch").start()
+  done = threading.Event()
+  watcher = threading.Thread(target=_watch, args=(client, pid, done), daemon=True,
+                             name="time_jax-failure-watch")
+  watcher.start()
   try:
-    return fn()
+    result = fn()
   except Exception as e:  # pylint: disable=broad-except
     if isinstance(e, user_errors):
       logging.error("Process %d failed: %s", pid, e)
@@ -112,3 +111,8 @@ def run_or_exit(fn: Callable[[], Any], *, user_errors: tuple[type, ...] = ()) ->
     logging.error("Process %d exits (code 1) without waiting for the other processes.",
                   pid)
     _flush_and_exit()
+  finally:
+    # A thread left inside the client's call at interpreter exit aborts the process.
+    done.set()
+    watcher.join()
+  return result
