@@ -56,8 +56,10 @@ while ((${#running[@]})); do
     for ((i = 0; i < procs; i++)); do
       [[ "${pids[$i]}" == "$done_pid" ]] && echo "process $i exited with code $rc; stopping the others (see $workdir/logs/process_$i.log)." >&2
     done
-    sleep 5  # they normally fail on their own within seconds; then make sure
-    ((${#running[@]})) && kill "${running[@]}" 2>/dev/null
+    if ((${#running[@]})); then
+      sleep 5  # they normally end on their own within a second or two; make sure
+      kill "${running[@]}" 2>/dev/null
+    fi
   fi
 done
 kill "$tailer" 2>/dev/null

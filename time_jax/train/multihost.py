@@ -72,7 +72,7 @@ def _watch(client, pid: int, done: threading.Event) -> None:
       done.wait(0.1)  # a call can fail at once (the service gone): do not spin
       continue
     if not failure.startswith(f"process {pid}:"):
-      logging.error("Process %d stops because %s.", pid, failure)
+      logging.error("Process %d stops because %s.", pid, failure.rstrip("."))
       _flush_and_exit()
     return
 
