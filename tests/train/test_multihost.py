@@ -188,8 +188,11 @@ def test_fsdp_from_a_single_process_workdir_kill_and_resume_is_bit_identical(tmp
 @pytest.mark.slow
 def test_data_parallel_from_a_ported_folder_sigterm_then_resume_with_one_process(
     tmp_path, moving):
-  # A ported 3-class model: the head does not fit the 2-class run and is kept from init.
+  # A ported 3-class model: the head does not fit the 2-class run and is kept from init;
+  # its image patch kernel [p, p, c, D] is inflated into the tubelet kernel on the host.
   source = _source_variables(moving, tmp_path / "run0", num_classes=3)
+  tubelet = source["params"]["patch_embed"]["kernel"]  # [t, p, p, c, D]
+  source["params"]["patch_embed"]["kernel"] = image_kernel = tubelet[0] + 1.0
   common.save(source, str(tmp_path / "ported"), {"model": "videomae_s", "num_classes": 3})
   work = tmp_path / "work"
   args = ("mesh.data=-1", "train.num_steps=1000", "checkpoint.every_steps=500",
@@ -211,6 +214,9 @@ def test_data_parallel_from_a_ported_folder_sigterm_then_resume_with_one_process
   for k in want:
     if k.startswith("['head']"):
       assert got[k].shape[-1] == 2 != want[k].shape[-1]
+    elif k == "['patch_embed']['kernel']":
+      inflated = np.repeat(image_kernel[None], tubelet.shape[0], axis=0) / tubelet.shape[0]
+      np.testing.assert_array_equal(got[k], inflated)
     else:  # base_lr=0: the loaded weights, unchanged
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 

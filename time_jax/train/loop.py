@@ -103,12 +103,22 @@ def _init_from(config, workdir: str, state, state_shardings):
   merged, loaded, kept = pretrained.merge(target, source, model_name=config.model.name)
   logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path, len(loaded),
                len(kept), kept[:20])
-  # Copied and kept arrays already have their shardings; adapted ones (numpy) are put.
-  state = state.replace(params=jax.device_put(merged["params"], state_shardings.params))
+  state = state.replace(params=_place(merged["params"], state_shardings.params))
   if "batch_stats" in merged:
-    state = state.replace(batch_stats=jax.device_put(merged["batch_stats"],
-                                                     state_shardings.batch_stats))
+    state = state.replace(batch_stats=_place(merged["batch_stats"],
+                                             state_shardings.batch_stats))
   return state_lib.start_ema(state) if state.ema_params else state
+
+
+def _place(tree, shardings):
+  """``tree`` on ``shardings``: device arrays are resharded on the devices; host (numpy)
+  arrays, the same on every process, give each device its slice."""
+  def place(x, s):
+    if isinstance(x, jax.Array):
+      return x if x.sharding == s else jax.device_put(x, s)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+  return jax.tree.map(place, tree, shardings)
 
 
 class Trainer:
