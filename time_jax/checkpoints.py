@@ -13,11 +13,15 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 
 `Checkpointer` keeps the last ``checkpoint.keep`` steps of a run and the
 ``checkpoint.keep_best`` best by ``score`` (top-1 when fine-tuning, minus the eval loss
-when pretraining). `kind` tells the two folders apart, `latest_step` finds a
-workdir's newest saved step, `read_variables` reads either folder's variables as numpy
-trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
-(inference and diagnostics). Both read a workdir's raw parameters, or with ``ema=True``
-its EMA parameters; `evaluates_ema` says which ones the run itself evaluated.
+when pretraining). A step saved by another process count restores its state resharded
+and restarts the data iterator at that step of this process count's order, with one
+warning (the data position cannot carry over). `kind` tells the two folders apart,
+`latest_step` finds a workdir's newest saved step, `read_variables` reads either
+folder's variables as numpy trees, or straight into a target's shardings on any mesh
+and process count (``init_from``), and `load` opens either as a `Checkpoint` that
+rebuilds its model (inference and diagnostics). Both read a workdir's raw parameters,
+or with ``ema=True`` its EMA parameters; `evaluates_ema` says which ones the run itself
+evaluated.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
+from flax import traverse_util
 from orbax.checkpoint import checkpoint_managers as policies
 
 from time_jax import config as config_lib
 from time_jax import models
+from time_jax.data import pipeline
 from time_jax.port import common
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -102,7 +108,9 @@ class Checkpointer:
     """Restores ``step`` into ``state``'s shardings and ``data_iter`` in place.
 
     ``state`` is a `TrainState`. A checkpoint saved before one of its fields existed
-    (``ema_params``) restores when that field is empty here (EMA off).
+    (``ema_params``) restores when that field is empty here (EMA off). A data position
+    saved by another process count (or none) is not restored: ``data_iter`` starts at
+    batch ``step`` of this process count's order, with one warning.
 
     Raises:
       CheckpointError: the checkpoint holds arrays for a field that is empty in
@@ -125,11 +133,22 @@ class Checkpointer:
     missing = [name for name in fields if name not in saved]
     item = {k: v for k, v in fields.items() if k in saved} if missing else target
     items = {"state": ocp.args.StandardRestore(item)}
-    if data_iter is not None:
+    saved_by = self._data_processes(step)
+    if data_iter is not None and saved_by == jax.process_count():
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    if data_iter is not None and saved_by != jax.process_count():
+      _restart_data(data_iter, step, saved_by)
     logging.info("Restored step %d from %s.", step, self.directory)
     return state.replace(**restored) if missing else restored
+
+  def _data_processes(self, step: int) -> int:
+    """How many processes saved ``step``'s data iterator (one file each; 0: none)."""
+    folder = os.path.join(self.directory, str(step), "data")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    counts = {n.rsplit("-of-", 1)[1].split(".")[0] for n in names
+              if n.startswith("process_") and "-of-" in n}
+    return int(counts.pop()) if len(counts) == 1 else 0
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -137,6 +156,25 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _restart_data(data_iter: Any, step: int, saved_by: int) -> None:
+  """Starts ``data_iter`` at batch ``step`` of this process count's order (one warning).
+
+  A data position saved by another process count does not map onto this one (each
+  process reads its own shard of the records), so the order is the one a run with
+  this process count has at ``step``: any later resume with it reproduces it exactly.
+  """
+  pipeline.seek(data_iter, step)
+  if jax.process_index() == 0:
+    saved = (f"saved by {saved_by} process(es)" if saved_by else
+             "saved without the data iterator's position")
+    logging.warning(
+        "Resuming step %d %s with %d: the parameters and optimizer state are "
+        "resharded and restored exactly, but the data position cannot be; training "
+        "continues deterministically from batch %d of the %d-process order (not the "
+        "batches an uninterrupted run would have seen).", step, saved,
+        jax.process_count(), step, jax.process_count())
 
 
 # ----------------------------------------------------------------------------------
@@ -220,31 +258,46 @@ def evaluates_ema(config: ml_collections.ConfigDict) -> bool:
   return float(train.get("ema_decay", 0.0)) > 0 and bool(train.get("ema_eval", True))
 
 
-def read_variables(path: str, *, ema: bool = False
+def read_variables(path: str, *, ema: bool = False, target: Any = None
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
   """``({'params', 'batch_stats'?}, metadata)`` of a workdir or a ported folder.
 
   A workdir gives its latest step's variables and metadata ``{}``; a ported folder its
-  variables and ``metadata.json``. Arrays are numpy.
+  variables and ``metadata.json``. Without ``target`` the arrays are numpy (read
+  whole by this process: `load`, `time_jax.predict`).
+
+  With ``target`` (the model's variables, ``{'params', 'batch_stats'?}`` of sharded
+  ``jax.Array``s or ``jax.ShapeDtypeStruct``s with shardings, any mesh and process
+  count), only ``params`` / ``batch_stats`` are read, as ``jax.Array``s: a variable
+  whose path and shape match the target's is restored straight into the target's
+  sharding, so each process reads only the shards its devices hold; any other (a
+  class head of another size, a ``pos_embed`` to resize, ...) replicated over the
+  target's mesh, where `time_jax.models.pretrained.merge` adapts it.
 
   Args:
     path: the folder.
     ema: a workdir's ``params`` are its EMA parameters (``ema_params``, kept with
       ``train.ema_decay > 0``); ``batch_stats`` are the same either way.
+    target: see above; None: numpy.
 
   Raises:
     CheckpointError: ``path`` is not a readable checkpoint of either kind, or ``ema``
       and it holds no EMA parameters.
   """
   if kind(path) == "workdir":
+    if target is not None:
+      item = os.path.join(path, CHECKPOINTS_DIR, str(latest_step(path)), "state")
+      variables = _read_sharded(item, {"params": "ema_params" if ema else "params",
+                                       "batch_stats": "batch_stats"}, target)
+      if ema and not variables.get("params"):
+        raise _no_ema(path)
+      return variables, {}
     state = read_state(path)
     params = state["params"]
     if ema:
       params = state.get("ema_params")
       if not params:
-        raise CheckpointError(
-            f"{path}: the checkpoint has no EMA parameters (its run had "
-            "train.ema_decay=0); read its raw parameters instead (no --ema).")
+        raise _no_ema(path)
     variables = {"params": _as_numpy(params)}
     if state.get("batch_stats"):
       variables["batch_stats"] = _as_numpy(state["batch_stats"])
@@ -252,11 +305,65 @@ def read_variables(path: str, *, ema: bool = False
   if ema:
     raise CheckpointError(f"{path}: ported weights have no EMA parameters; read them "
                           "without ema (no --ema).")
+  if target is not None:
+    metadata = _read_json(os.path.join(path, PORTED_METADATA_FILE))
+    return _read_sharded(os.path.join(path, "variables"),
+                         {"params": "params", "batch_stats": "batch_stats"}, target), metadata
   try:
     variables, metadata = common.restore(path)
   except Exception as e:  # orbax raises many types for damaged folders
     raise CheckpointError(f"{path}: cannot restore the ported weights ({e}).") from e
   return dict(variables), metadata
+
+
+def _no_ema(path: str) -> CheckpointError:
+  return CheckpointError(
+      f"{path}: the checkpoint has no EMA parameters (its run had "
+      "train.ema_decay=0); read its raw parameters instead (no --ema).")
+
+
+def _read_sharded(item: str, wanted: dict[str, str], target: Any) -> dict[str, Any]:
+  """``{collection: tree of jax.Array}`` of the Orbax pytree at ``item``.
+
+  ``wanted`` maps a target collection to the key that holds it on disk; collections
+  absent or empty on disk are left out. See `read_variables` for the shardings.
+  """
+  leaves = jax.tree.leaves(target)
+  if not leaves:
+    raise ValueError("read_variables: the target has no arrays.")
+  replicated = jax.sharding.NamedSharding(leaves[0].sharding.mesh, jax.sharding.PartitionSpec())
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # _CHECKPOINT_METADATA sits one level up (above)
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      meta = ckptr.metadata(item)
+      meta = getattr(meta, "item_metadata", meta)
+      tree = getattr(meta, "tree", meta)
+      abstract = {}
+      for collection, key in wanted.items():
+        on_disk = tree.get(key) if isinstance(tree, dict) else None
+        if not isinstance(on_disk, dict) or not jax.tree.leaves(on_disk):
+          continue
+        want = traverse_util.flatten_dict(dict(target.get(collection) or {}))
+        flat = {}
+        for leaf_path, m in traverse_util.flatten_dict(on_disk).items():
+          shape = tuple(m.shape)
+          goal = want.get(leaf_path)
+          fits = goal is not None and tuple(goal.shape) == shape
+          flat[leaf_path] = jax.ShapeDtypeStruct(
+              shape, m.dtype, sharding=goal.sharding if fits else replicated)
+        abstract[key] = traverse_util.unflatten_dict(flat)
+      restored = ckptr.restore(item, args=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True))
+  except Exception as e:  # orbax raises many types for damaged folders
+    raise CheckpointError(f"{item}: cannot restore the checkpoint ({e}).") from e
+  finally:
+    absl_logger.setLevel(level)
+  logging.info("Read %s into the target shardings.", item)
+  return {collection: restored[key] for collection, key in wanted.items()
+          if key in restored}
 
 
 # ----------------------------------------------------------------------------------

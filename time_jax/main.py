@@ -6,15 +6,16 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
         --config.optimizer.base_lr=1e-3 --config.dataset.root=/data/UCF101
 
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
---process_id``) call ``jax.distributed.initialize`` first; see launch/.
+--process_id``) call ``jax.distributed.initialize`` first; see launch/ (and
+launch/local_multiprocess.sh to rehearse a multi-host run on one machine). When one
+process fails, every process exits promptly with code 1, the failure named in the logs
+(`time_jax.train.multihost`).
 
-A mistake on the command line, in the config or in ``--workdir`` ends the run before
-anything is built, with one line ``error: ...`` on stderr and exit status 2
-(`time_jax.console`). The console shows our own log lines, warnings and a progress
-line; ``--verbosity=0`` adds the libraries' INFO lines (Orbax, JAX, Grain).
+A mistake on the command line, in the config, in ``--workdir`` or in the dataset's
+protocol files (labels, classes) ends the run with one line ``error: ...`` on stderr and
+exit status 2 (`time_jax.console`). The console shows our own log lines, warnings and a
+progress line; ``--verbosity=0`` adds the libraries' INFO lines (Orbax, JAX, Grain).
 """
-
-import os
 
 from absl import app
 from absl import flags
@@ -24,7 +25,9 @@ from ml_collections import config_flags
 
 from time_jax import config as config_lib
 from time_jax import console
+from time_jax.data import base
 from time_jax.train import loop
+from time_jax.train import multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':arg' for get_config(arg).",
@@ -33,23 +36,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and reports g
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", multihost.HEARTBEAT_TIMEOUT_S,
+    "Seconds without a heartbeat after which a process counts as dead (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-_CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
-
-def _maybe_initialize_distributed() -> None:
-  """Multi-process start: explicit flags, or SLURM / Open MPI auto-detection."""
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif any(int(os.environ.get(k, "1")) > 1 for k in _CLUSTER_ENV):
-    jax.distributed.initialize()
-
-
-def main(argv):
-  del argv
-  console.quiet_libraries()
-  _maybe_initialize_distributed()
+def _run():
   config = _CONFIG.value
   try:
     config_lib.validate(config)
@@ -58,8 +51,21 @@ def main(argv):
   workdir = console.check_workdir(_WORKDIR.value)
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  result = loop.train_and_evaluate(config, workdir)
+  try:
+    result = loop.train_and_evaluate(config, workdir)
+  except base.ProtocolError as e:  # the data's files disagree with the config
+    if jax.process_count() > 1:
+      raise  # run_or_exit names it and ends every process
+    console.usage_error(str(e))
   logging.info("Done: %s", result)
+
+
+def main(argv):
+  del argv
+  console.quiet_libraries()
+  multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                       heartbeat_timeout_s=_HEARTBEAT.value)
+  multihost.run_or_exit(_run, user_errors=(base.ProtocolError,))
 
 
 if __name__ == "__main__":

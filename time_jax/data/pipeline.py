@@ -480,6 +480,29 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
   return ds, info
 
 
+def seek(iterator: Any, batches: int) -> None:
+  """Moves a fresh train iterator of `build` to batch ``batches`` of its order.
+
+  Without reading the batches before it: the iterator then yields what it would after
+  ``batches`` steps of a run with this process count (the training loop's resume
+  when a checkpoint's iterator state was saved by another process count).
+
+  Raises:
+    ValueError: the iterator's state is not one `build` makes.
+  """
+  state = iterator.get_state()
+  if set(state) == {"next_index"}:  # in-process reading
+    state = dict(state, next_index=int(batches))
+  elif set(state.get("iterators_in_use_states", [{}])[0]) == {"next_index"}:
+    # Grain's workers (mp_prefetch): worker w reads batches w, w + W, w + 2W, ...
+    workers = len(state["iterators_in_use_states"])
+    state = dict(state, next_index_in_cycle=int(batches) % workers, iterators_in_use_states=[
+        {"next_index": (int(batches) - w + workers - 1) // workers} for w in range(workers)])
+  else:
+    raise ValueError(f"pipeline.seek: unknown iterator state {sorted(state)}.")
+  iterator.set_state(state)
+
+
 def summary(batch: dict[str, Any]) -> str:
   """A one-line description of a batch, for logs."""
   return ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in batch.items())

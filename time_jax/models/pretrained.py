@@ -14,6 +14,12 @@ from a source tree (a ported checkpoint or a previous run), by path:
   kept from the initialisation, and listed in the log.
 
 If nothing at all is copied, the weights belong to another model: `load_into` raises.
+
+The trees may hold numpy arrays or (sharded, multi-process) ``jax.Array``s: a copied
+``jax.Array`` is returned as it is (cast on device if the dtype differs), a variable kept
+from the initialisation is the target's own array, and only variables that are adapted
+are read on the host, which `time_jax.checkpoints.read_variables` makes possible by
+reading them replicated. Nothing sharded is gathered on one host.
 """
 
 from __future__ import annotations
@@ -75,6 +81,14 @@ def _adapt(path: tuple[str, ...], want: tuple[int, ...], source: dict) -> tuple[
   return None, ("missing" if got is None else f"shape {tuple(np.shape(got))} != {want}")
 
 
+def _cast(new: Any, like: Any) -> Any:
+  """``new`` in ``like``'s dtype: a ``jax.Array`` stays on its devices."""
+  dtype = like.dtype if hasattr(like, "dtype") else np.asarray(like).dtype
+  if isinstance(new, jax.Array):
+    return new if new.dtype == dtype else new.astype(dtype)
+  return np.asarray(new, dtype)
+
+
 def load_into(target: Mapping[str, Any], source: Mapping[str, Any], *,
               model_name: str = "") -> dict[str, Any]:
   """``target`` with every variable ``source`` can provide; `merge` without the report."""
@@ -92,7 +106,8 @@ def merge(target: Mapping[str, Any], source: Mapping[str, Any], *,
     model_name: for messages.
 
   Returns:
-    ``(merged, loaded, kept)``: a tree with ``target``'s structure, shapes and dtypes;
+    ``(merged, loaded, kept)``: a tree with ``target``'s structure, shapes and dtypes
+    (numpy for adapted variables, else the type the leaf came with);
     the names of the variables taken from ``source``; those kept from ``target``
     (with the reason).
 
@@ -111,7 +126,7 @@ def merge(target: Mapping[str, Any], source: Mapping[str, Any], *,
         flat[path] = value
         kept.append(f"{name} ({how})")
         continue
-      flat[path] = np.asarray(new, np.asarray(value).dtype)
+      flat[path] = _cast(new, value)
       loaded.append(name)
       if how != "copied":
         adapted.append(f"{name}: {how}")

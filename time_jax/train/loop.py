@@ -75,10 +75,17 @@ class _Preemption:
     self.requested = True
 
   def check(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      # All processes must agree on the step they stop at.
-      return multihost_utils.reached_preemption_sync_point(step) or self.requested
-    return self.requested
+    """Whether to save and stop after ``step``; the same answer on every process.
+
+    With several processes, whether any of them was signalled is all-gathered at every
+    step (a few bytes), so all stop at the same step even when the signals arrive at
+    different steps, or reach one process only. (JAX's own preemption sync point never
+    fires here: it listens for SIGTERM in C++, and this Python handler replaces it.)
+    """
+    if jax.process_count() == 1:
+      return self.requested
+    flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
+    return bool(np.any(flags))
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -91,23 +98,36 @@ def _init_from(config, workdir: str, state, state_shardings):
   """Loads ``checkpoint.init_from`` (a previous run's workdir or a ported checkpoint).
 
   A workdir gives its raw parameters (as VideoMAE's ``--finetune`` reads ``model``, not
-  ``model_ema``); the EMA, when on, restarts from the loaded weights.
+  ``model_ema``); the EMA, when on, restarts from the loaded weights. Any mesh and
+  process count: the weights are read straight into the state's shardings and merged
+  with the initialisation on the devices (`checkpoints.read_variables` with a target).
   """
   path = config.checkpoint.init_from
   if not os.path.isabs(path):
     path = os.path.normpath(os.path.join(workdir, path))
-  target = {"params": jax.device_get(state.params)}
+  target = {"params": state.params}
   if state.batch_stats:
-    target["batch_stats"] = jax.device_get(state.batch_stats)
-  source, _ = checkpoints.read_variables(path)
+    target["batch_stats"] = state.batch_stats
+  source, _ = checkpoints.read_variables(path, target=target)
   merged, loaded, kept = pretrained.merge(target, source, model_name=config.model.name)
   logging.info("init_from %s: %d arrays loaded, %d kept from init: %s", path, len(loaded),
                len(kept), kept[:20])
-  state = state.replace(params=jax.device_put(merged["params"], state_shardings.params))
+  state = state.replace(params=_place(merged["params"], state_shardings.params))
   if "batch_stats" in merged:
-    state = state.replace(batch_stats=jax.device_put(merged["batch_stats"],
-                                                     state_shardings.batch_stats))
+    state = state.replace(batch_stats=_place(merged["batch_stats"],
+                                             state_shardings.batch_stats))
   return state_lib.start_ema(state) if state.ema_params else state
+
+
+def _place(tree, shardings):
+  """``tree`` on ``shardings``: device arrays are resharded on the devices; host (numpy)
+  arrays, the same on every process, give each device its slice."""
+  def place(x, s):
+    if isinstance(x, jax.Array):
+      return x if x.sharding == s else jax.device_put(x, s)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+  return jax.tree.map(place, tree, shardings)
 
 
 class Trainer:
