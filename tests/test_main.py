@@ -108,3 +108,17 @@ def test_a_workdir_orbax_cannot_write_is_refused(tmp_path):
             env={"TIME_JAX_DEMO_DATA": str(tmp_path / "data")})
   assert "Orbax" in _error_line(r)
   assert not os.path.exists(tmp_path / "run[1]")
+
+
+def test_listed_videos_that_do_not_exist_are_one_line(tmp_path):
+  # Found when the run builds its data, after validation: still one line, no traceback.
+  root = tmp_path / "clips"
+  root.mkdir()
+  (root / "train.txt").write_text("a.mp4 0\nb.mp4 1\n")
+  (root / "eval.txt").write_text("a.mp4 0\n")
+  r = _main("--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
+            "--config.dataset.name=annotations", f"--config.dataset.root={root}",
+            "--config.dataset.train_annotations=train.txt",
+            "--config.dataset.eval_annotations=eval.txt")
+  line = _error_line(r)
+  assert "a.mp4" in line and "missing_files" in line, line
