@@ -13,8 +13,12 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 
 `Checkpointer` keeps the last ``checkpoint.keep`` steps of a run and the
 ``checkpoint.keep_best`` best by ``score`` (top-1 when fine-tuning, minus the eval loss
-when pretraining). `kind` tells the two folders apart, `latest_step` finds a
-workdir's newest saved step, `read_variables` reads either folder's variables as numpy
+when pretraining). `Checkpointer.restore_latest` resumes from the newest step that
+restores: a damaged newer step (a missing or truncated file, an empty folder) is named
+in a warning and moved aside to ``checkpoints/<step>.damaged`` (kept, not deleted;
+Orbax ignores the name), while a checkpoint of a different model is an error.
+`kind` tells the two folders apart, `latest_step` finds a workdir's newest step that
+restores (readers skip damaged steps with a warning and move nothing), `read_variables` reads either folder's variables as numpy
 trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
 (inference and diagnostics). Both read a workdir's raw parameters, or with ``ema=True``
 its EMA parameters; `evaluates_ema` says which ones the run itself evaluated.
@@ -35,6 +39,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from time_jax import config as config_lib
@@ -57,6 +62,17 @@ class CheckpointError(FileNotFoundError):
   """A path is not a readable training workdir or ported-weights folder."""
 
 
+class ModelMismatchError(CheckpointError):
+  """A readable checkpoint holds arrays of another model than the run's."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """A step folder cannot be restored: files are missing, truncated or unreadable."""
+
+
+DAMAGED_SUFFIX = ".damaged"
+
+
 # ----------------------------------------------------------------------------------
 # Writing (the training loop).
 # ----------------------------------------------------------------------------------
@@ -64,6 +80,56 @@ class CheckpointError(FileNotFoundError):
 def _abstract(state: Any) -> Any:
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _short(error: Exception) -> str:
+  """An error's first line without TensorStore's spec, at most 300 characters
+  (orbax's errors run to pages)."""
+  lines = str(error).strip().splitlines()
+  text = lines[0] if lines else ""
+  for spec in (" [tensorstore_spec", " See full TensorStore details"):
+    text = text.split(spec)[0]
+  text = text.rstrip(". ")
+  return text[:300] + "..." if len(text) > 300 else text
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {_short(error)}"
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """``'params/blocks_0/mlp/fc1/kernel' -> shape`` of a tree's array leaves."""
+  def name(key):
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def _first_mismatch(saved: Any, target: Any) -> str | None:
+  """The first array (parameters first) named or shaped differently in the saved
+  metadata tree and the target tree, described in words; None when they match."""
+  on_disk, here = _flat_shapes(saved), _flat_shapes(target)
+  problems = []
+  for path, shape in here.items():
+    if path not in on_disk:
+      problems.append((path, f"{path} {shape} is not in the checkpoint"))
+    elif on_disk[path] != shape:
+      problems.append((path, f"{path} is {on_disk[path]} there and {shape} here"))
+  for path, shape in on_disk.items():
+    if path not in here:
+      problems.append((path, f"{path} {shape} is in the checkpoint but not in this model"))
+  if not problems:
+    return None
+  problems.sort(key=lambda p: not p[0].startswith("params/"))  # stable: tree order
+  return problems[0][1]
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process (all must resume from the same step)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 class Checkpointer:
@@ -105,31 +171,101 @@ class Checkpointer:
     (``ema_params``) restores when that field is empty here (EMA off).
 
     Raises:
-      CheckpointError: the checkpoint holds arrays for a field that is empty in
-        ``state``, or the reverse: the config changed since it was saved.
+      ModelMismatchError: the checkpoint's arrays have other names or shapes than
+        ``state``'s (another model), or it holds arrays for a field that is empty in
+        ``state``, or the reverse (the config changed since it was saved).
+      DamagedCheckpointError: the step's files cannot be read.
     """
     target = _abstract(state)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-    saved = self.manager.item_metadata(step)["state"]
+    if not os.path.isdir(os.path.join(self.directory, str(step), "state")):
+      raise DamagedCheckpointError(f"{self.directory}/{step}: the step has no state/ folder")
+    try:
+      saved = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # an empty folder, a missing or unreadable _METADATA
+      raise DamagedCheckpointError(f"{self.directory}/{step}: cannot read the state's "
+                                   f"metadata ({_first_line(e)})") from e
     if saved is None:  # no tree metadata: let orbax compare the trees
       saved = fields
     for name, value in fields.items():
       on_disk = name in saved and bool(jax.tree.leaves(saved[name]))
       if bool(jax.tree.leaves(value)) != on_disk:
         setting = _FIELD_SETTINGS.get(name, "the model")
-        raise CheckpointError(
+        raise ModelMismatchError(
             f"{self.directory}/{step}: the checkpoint {'holds' if on_disk else 'has no'} "
             f"{name} but this run {'keeps none' if on_disk else 'needs them'}; {setting} "
             "changed since it was saved. Resume with the config it was saved with, or "
             "start a new workdir with checkpoint.init_from set to this one.")
     missing = [name for name in fields if name not in saved]
     item = {k: v for k, v in fields.items() if k in saved} if missing else target
+    if saved is not fields:
+      mismatch = _first_mismatch(saved, item)
+      if mismatch:
+        workdir = os.path.dirname(self.directory)
+        raise ModelMismatchError(
+            f"the checkpoint in {workdir} was written by a different model: {mismatch}. "
+            "Resume with the config it was saved with, or start a new workdir "
+            f"(checkpoint.init_from={workdir} loads the weights that fit).")
     items = {"state": ocp.args.StandardRestore(item)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    except Exception as e:  # the trees match: a failing read is a damaged folder
+      raise DamagedCheckpointError(
+          f"{self.directory}/{step}: cannot restore it ({_first_line(e)})") from e
     logging.info("Restored step %d from %s.", step, self.directory)
     return state.replace(**restored) if missing else restored
+
+  def restore_latest(self, state: Any, data_iter: Any) -> tuple[int | None, Any]:
+    """``(step, state)`` of the newest step that restores; ``(None, state)`` if none.
+
+    A step that does not restore (`DamagedCheckpointError`) is named in one warning
+    and moved aside to ``<step>.damaged`` next to the others, so this and later runs
+    resume from the step before it. ``data_iter`` is left where it was when no step
+    restores.
+
+    Raises:
+      ModelMismatchError: a readable step was written by another model or config
+        (nothing is moved).
+    """
+    initial = data_iter.get_state() if data_iter is not None else None
+    moved = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      error = None
+      try:
+        restored = self.restore(step, state, data_iter)
+      except DamagedCheckpointError as e:
+        error = e
+      if _all_processes_agree(error is None):
+        self._warn_moved(moved, f"resuming from step {step}")
+        return step, restored
+      moved.append((error, self._move_aside(step)))
+    if data_iter is not None:
+      data_iter.set_state(initial)
+    self._warn_moved(moved, "no older step: starting from scratch")
+    return None, state
+
+  def _move_aside(self, step: int) -> str:
+    """Renames a step folder to ``<step>.damaged`` (process 0); returns the new path."""
+    source = os.path.join(self.directory, str(step))
+    target, n = source + DAMAGED_SUFFIX, 1
+    while os.path.exists(target):
+      n += 1
+      target = f"{source}{DAMAGED_SUFFIX}{n}"
+    if jax.process_index() == 0:
+      os.rename(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+    self.manager.reload()
+    return target
+
+  @staticmethod
+  def _warn_moved(moved: list[tuple[Exception | None, str]], then: str) -> None:
+    for error, target in moved:
+      if jax.process_index() == 0:
+        reason = error if error is not None else "another process cannot restore it"
+        logging.warning("%s; moved it aside to %s, %s.", reason, target, then)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -163,26 +299,53 @@ def kind(path: str) -> str:
 
 
 def latest_step(workdir: str) -> int:
-  """The newest step of a workdir that has a saved ``state``.
+  """The newest step of a workdir that restores (read to find out; see `read_state`).
 
   Raises:
     CheckpointError: the workdir has none.
   """
+  return _newest_good_state(workdir)[0]
+
+
+def _step_folders(workdir: str) -> list[int]:
+  """The workdir's numbered step folders, newest first (``<step>.damaged`` is not)."""
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
-  steps = [int(s) for s in os.listdir(directory) if s.isdigit()
-           and os.path.isdir(os.path.join(directory, s, "state"))]
+  steps = [int(s) for s in os.listdir(directory)
+           if s.isdigit() and os.path.isdir(os.path.join(directory, s))]
   if not steps:
     raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in {directory}.")
-  return max(steps)
+  return sorted(steps, reverse=True)
+
+
+def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
+  """``(step, state tree)`` of the newest step that restores.
+
+  Readers move nothing: newer steps that fail are named in one warning with the step
+  used instead (the training loop moves them aside when it resumes).
+  """
+  skipped = []
+  for step in _step_folders(workdir):
+    try:
+      tree = read_state(workdir, step)
+    except CheckpointError as e:
+      skipped.append(f"step {step} ({_short(e)})")
+      continue
+    if skipped:
+      logging.warning("%s: %s does not restore; using step %d.", workdir,
+                      "; ".join(skipped), step)
+    return step, tree
+  raise CheckpointError(f"{workdir}: no saved step restores: {'; '.join(skipped)}.")
 
 
 def read_state(workdir: str, step: int | None = None) -> dict[str, Any]:
-  """The ``state`` tree of a workdir's step (default: `latest_step`) as numpy arrays.
+  """The ``state`` tree of a workdir's step (default: the newest that restores,
+  `latest_step`) as numpy arrays.
 
   Read without a target, as host arrays, so the run's model, mesh and device count
   need not exist here.
   """
-  step = latest_step(workdir) if step is None else step
+  if step is None:  # the newest step that restores
+    return _newest_good_state(workdir)[1]
   path = os.path.join(workdir, CHECKPOINTS_DIR, str(step), "state")
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level

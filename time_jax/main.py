@@ -7,9 +7,15 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
 
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
 --process_id``) call ``jax.distributed.initialize`` first; see launch/.
+
+Exit status: 0 when the run finished; `EXIT_PREEMPTED` (75) when SIGTERM or Ctrl-C
+stopped it with its checkpoint saved, so a scheduler can requeue it (the same command
+resumes); non-zero otherwise.
 """
 
 import os
+import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -17,8 +23,13 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from time_jax import checkpoints
 from time_jax import config as config_lib
 from time_jax.train import loop
+
+# sysexits.h EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the run
+# stopped on a signal with a checkpoint saved and resumes when started again.
+EXIT_PREEMPTED = 75
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':arg' for get_config(arg).",
@@ -50,7 +61,14 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  result = loop.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    result = loop.train_and_evaluate(config, _WORKDIR.value)
+  except checkpoints.CheckpointError as e:  # one line naming what to fix
+    sys.exit(f"Error: {e}")
+  if "preempted_at" in result:
+    # srun ends the other tasks with SIGTERM when one exits non-zero; this status stays.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(EXIT_PREEMPTED)
   logging.info("Done: %s", result)
 
 
