@@ -129,7 +129,7 @@ def _all_processes_agree(ok: bool) -> bool:
   """Whether ``ok`` holds on every process (all must resume from the same step)."""
   if jax.process_count() == 1:
     return ok
-  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 class Checkpointer:
@@ -176,10 +176,39 @@ class Checkpointer:
         ``state``, or the reverse (the config changed since it was saved).
       DamagedCheckpointError: the step's files cannot be read.
     """
+    item, missing = self._target(step, state, data_iter)
+    items = {"state": ocp.args.StandardRestore(item)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    except Exception as e:  # the trees match: a failing read is a damaged folder
+      raise DamagedCheckpointError(
+          f"{self.directory}/{step}: cannot restore it ({_first_line(e)})") from e
+    logging.info("Restored step %d from %s.", step, self.directory)
+    return state.replace(**restored) if missing else restored
+
+  def _target(self, step: int, state: Any, data_iter: Any) -> tuple[Any, list[str]]:
+    """``(restore target, state fields the checkpoint lacks)`` after checking, without
+    collectives, that ``step``'s files are there and hold ``state``'s arrays.
+
+    Raises:
+      ModelMismatchError, DamagedCheckpointError: as `restore`.
+    """
     target = _abstract(state)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-    if not os.path.isdir(os.path.join(self.directory, str(step), "state")):
-      raise DamagedCheckpointError(f"{self.directory}/{step}: the step has no state/ folder")
+    folder = os.path.join(self.directory, str(step))
+    missing = _missing_state_file(folder)
+    if missing:
+      raise DamagedCheckpointError(f"{folder}: {missing} is missing")
+    if data_iter is not None:
+      data = os.path.join(folder, "data")
+      names = os.listdir(data) if os.path.isdir(data) else []
+      count = f"-of-{jax.process_count()}.json"
+      mine = f"process_{jax.process_index()}{count}"
+      # Files of another process count are a changed job, not damage: restore decides.
+      if mine not in names and (not names or any(n.endswith(count) for n in names)):
+        raise DamagedCheckpointError(f"{folder}: data/{mine} is missing")
     try:
       saved = self.manager.item_metadata(step)["state"]
     except Exception as e:  # an empty folder, a missing or unreadable _METADATA
@@ -206,16 +235,7 @@ class Checkpointer:
             f"the checkpoint in {workdir} was written by a different model: {mismatch}. "
             "Resume with the config it was saved with, or start a new workdir "
             f"(checkpoint.init_from={workdir} loads the weights that fit).")
-    items = {"state": ocp.args.StandardRestore(item)}
-    if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
-    except Exception as e:  # the trees match: a failing read is a damaged folder
-      raise DamagedCheckpointError(
-          f"{self.directory}/{step}: cannot restore it ({_first_line(e)})") from e
-    logging.info("Restored step %d from %s.", step, self.directory)
-    return state.replace(**restored) if missing else restored
+    return item, missing
 
   def restore_latest(self, state: Any, data_iter: Any) -> tuple[int | None, Any]:
     """``(step, state)`` of the newest step that restores; ``(None, state)`` if none.
@@ -233,13 +253,18 @@ class Checkpointer:
     moved = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       error = None
-      try:
-        restored = self.restore(step, state, data_iter)
+      try:  # first without collectives, so processes stay in step when one fails
+        self._target(step, state, data_iter)
       except DamagedCheckpointError as e:
         error = e
       if _all_processes_agree(error is None):
-        self._warn_moved(moved, f"resuming from step {step}")
-        return step, restored
+        try:  # a truncated file shows only here (on one process of several: a hang)
+          restored = self.restore(step, state, data_iter)
+        except DamagedCheckpointError as e:
+          error = e
+        if _all_processes_agree(error is None):
+          self._warn_moved(moved, f"resuming from step {step}")
+          return step, restored
       moved.append((error, self._move_aside(step)))
     if data_iter is not None:
       data_iter.set_state(initial)
@@ -262,8 +287,8 @@ class Checkpointer:
 
   @staticmethod
   def _warn_moved(moved: list[tuple[Exception | None, str]], then: str) -> None:
-    for error, target in moved:
-      if jax.process_index() == 0:
+    for error, target in moved:  # each process names its own reason
+      if error is not None or jax.process_index() == 0:
         reason = error if error is not None else "another process cannot restore it"
         logging.warning("%s; moved it aside to %s, %s.", reason, target, then)
 
@@ -317,6 +342,21 @@ def _step_folders(workdir: str) -> list[int]:
   return sorted(steps, reverse=True)
 
 
+def _missing_state_file(step_dir: str) -> str | None:
+  """The first file a step's ``state/`` must have and lacks, e.g. ``state/_METADATA``;
+  None when all are there (its arrays may still be damaged)."""
+  state = os.path.join(step_dir, "state")
+  if not os.path.isdir(state):
+    return "state/"
+  required = ["_METADATA"]
+  if any(n.startswith("ocdbt.process_") for n in os.listdir(state)):
+    required.append("manifest.ocdbt")  # the OCDBT root the per-process databases join
+  for name in required:
+    if not os.path.isfile(os.path.join(state, name)):
+      return f"state/{name}"
+  return None
+
+
 def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
   """``(step, state tree)`` of the newest step that restores.
 
@@ -325,6 +365,10 @@ def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
   """
   skipped = []
   for step in _step_folders(workdir):
+    missing = _missing_state_file(os.path.join(workdir, CHECKPOINTS_DIR, str(step)))
+    if missing:  # known damage: no orbax read (its failures print pages at exit)
+      skipped.append(f"step {step} ({missing} is missing)")
+      continue
     try:
       tree = read_state(workdir, step)
     except CheckpointError as e:
