@@ -170,7 +170,7 @@ def test_ctrl_c_saves_the_current_step_without_worker_tracebacks(tmp_path):
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
   assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
-  assert "SIGINT: saving a checkpoint" in out
+  assert out.count("SIGINT: saving a checkpoint") == 1, out
   stopped = _stopped_step(out)
   assert f"RESULT {{'preempted_at': {stopped}}}" in out
   steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())

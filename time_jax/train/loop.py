@@ -84,17 +84,18 @@ class _Preemption:
   def __call__(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if self.requested and signum == signal.SIGINT:
+    # Set before logging: a second signal can run this handler inside the first one.
+    first, self.requested = not self.requested, True
+    if not first and signum == signal.SIGINT:
       logging.warning("%s again: exiting now without saving; the run resumes from its "
                       "last checkpoint.", name)
       for child in multiprocessing.active_children():  # Grain workers
         child.kill()
       os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
-    if not self.requested:
+    if first:
       logging.warning("%s: saving a checkpoint after this step and stopping%s.", name,
                       " (Ctrl-C again exits at once without saving)"
                       if signum == signal.SIGINT else "")
-    self.requested = True
 
   def check(self, step: int) -> bool:
     if jax.process_count() > 1:
