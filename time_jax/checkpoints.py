@@ -18,8 +18,9 @@ restores: a damaged newer step (a missing or truncated file, an empty folder) is
 in a warning and moved aside to ``checkpoints/<step>.damaged`` (kept, not deleted;
 Orbax ignores the name), while a checkpoint of a different model is an error.
 `kind` tells the two folders apart, `latest_step` finds a workdir's newest step that
-restores (readers skip damaged steps with a warning and move nothing), `read_variables` reads either folder's variables as numpy
-trees (``init_from``), and `load` opens either as a `Checkpoint` that rebuilds its model
+restores (readers skip damaged steps with a warning and move nothing),
+`read_variables` reads either folder's variables as numpy trees (``init_from``), and
+`load` opens either as a `Checkpoint` that rebuilds its model
 (inference and diagnostics). Both read a workdir's raw parameters, or with ``ema=True``
 its EMA parameters; `evaluates_ema` says which ones the run itself evaluated.
 """
