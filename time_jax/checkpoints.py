@@ -13,15 +13,19 @@ One module serves the training loop, ``checkpoint.init_from``, `time_jax.predict
 
 `Checkpointer` keeps the last ``checkpoint.keep`` steps of a run and the
 ``checkpoint.keep_best`` best by ``score`` (top-1 when fine-tuning, minus the eval loss
-when pretraining). A step saved by another process count restores its state resharded
-and restarts the data iterator at that step of this process count's order, with one
-warning (the data position cannot carry over). `kind` tells the two folders apart,
-`latest_step` finds a workdir's newest saved step, `read_variables` reads either
-folder's variables as numpy trees, or straight into a target's shardings on any mesh
-and process count (``init_from``), and `load` opens either as a `Checkpoint` that
-rebuilds its model (inference and diagnostics). Both read a workdir's raw parameters,
-or with ``ema=True`` its EMA parameters; `evaluates_ema` says which ones the run itself
-evaluated.
+when pretraining). `Checkpointer.restore_latest` resumes from the newest step that
+restores: a damaged newer step (a missing or truncated file, an empty folder) is named
+in a warning and moved aside to ``checkpoints/<step>.damaged`` (kept, not deleted;
+Orbax ignores the name), while a checkpoint of a different model is an error. A step
+saved by another process count restores its state resharded and restarts the data
+iterator at that step of this process count's order, with one warning (the data
+position cannot carry over). `kind` tells the two folders apart, `latest_step` finds a
+workdir's newest step that restores (readers skip damaged steps with a warning and move
+nothing), `read_variables` reads either folder's variables as numpy trees, or straight
+into a target's shardings on any mesh and process count (``init_from``), and `load`
+opens either as a `Checkpoint` that rebuilds its model (inference and diagnostics).
+Both read a workdir's raw parameters, or with ``ema=True`` its EMA parameters;
+`evaluates_ema` says which ones the run itself evaluated.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 from flax import traverse_util
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from time_jax import config as config_lib
@@ -63,6 +68,17 @@ class CheckpointError(FileNotFoundError):
   """A path is not a readable training workdir or ported-weights folder."""
 
 
+class ModelMismatchError(CheckpointError):
+  """A readable checkpoint holds arrays of another model than the run's."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """A step folder cannot be restored: files are missing, truncated or unreadable."""
+
+
+DAMAGED_SUFFIX = ".damaged"
+
+
 # ----------------------------------------------------------------------------------
 # Writing (the training loop).
 # ----------------------------------------------------------------------------------
@@ -70,6 +86,56 @@ class CheckpointError(FileNotFoundError):
 def _abstract(state: Any) -> Any:
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _short(error: Exception) -> str:
+  """An error's first line without TensorStore's spec, at most 300 characters
+  (orbax's errors run to pages)."""
+  lines = str(error).strip().splitlines()
+  text = lines[0] if lines else ""
+  for spec in (" [tensorstore_spec", " See full TensorStore details"):
+    text = text.split(spec)[0]
+  text = text.rstrip(". ")
+  return text[:300] + "..." if len(text) > 300 else text
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {_short(error)}"
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """``'params/blocks_0/mlp/fc1/kernel' -> shape`` of a tree's array leaves."""
+  def name(key):
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def _first_mismatch(saved: Any, target: Any) -> str | None:
+  """The first array (parameters first) named or shaped differently in the saved
+  metadata tree and the target tree, described in words; None when they match."""
+  on_disk, here = _flat_shapes(saved), _flat_shapes(target)
+  problems = []
+  for path, shape in here.items():
+    if path not in on_disk:
+      problems.append((path, f"{path} {shape} is not in the checkpoint"))
+    elif on_disk[path] != shape:
+      problems.append((path, f"{path} is {on_disk[path]} there and {shape} here"))
+  for path, shape in on_disk.items():
+    if path not in here:
+      problems.append((path, f"{path} {shape} is in the checkpoint but not in this model"))
+  if not problems:
+    return None
+  problems.sort(key=lambda p: not p[0].startswith("params/"))  # stable: tree order
+  return problems[0][1]
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process (all must resume from the same step)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 class Checkpointer:
@@ -109,38 +175,133 @@ class Checkpointer:
 
     ``state`` is a `TrainState`. A checkpoint saved before one of its fields existed
     (``ema_params``) restores when that field is empty here (EMA off). A data position
-    saved by another process count (or none) is not restored: ``data_iter`` starts at
+    saved by another process count is not restored: ``data_iter`` starts at
     batch ``step`` of this process count's order, with one warning.
 
     Raises:
-      CheckpointError: the checkpoint holds arrays for a field that is empty in
-        ``state``, or the reverse: the config changed since it was saved.
+      ModelMismatchError: the checkpoint's arrays have other names or shapes than
+        ``state``'s (another model), or it holds arrays for a field that is empty in
+        ``state``, or the reverse (the config changed since it was saved).
+      DamagedCheckpointError: the step's files cannot be read.
+    """
+    item, missing = self._target(step, state, data_iter)
+    items = {"state": ocp.args.StandardRestore(item)}
+    saved_by = self._data_processes(step)
+    if data_iter is not None and saved_by == jax.process_count():
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    except Exception as e:  # the trees match: a failing read is a damaged folder
+      raise DamagedCheckpointError(
+          f"{self.directory}/{step}: cannot restore it ({_first_line(e)})") from e
+    if data_iter is not None and saved_by != jax.process_count():
+      _restart_data(data_iter, step, saved_by)
+    logging.info("Restored step %d from %s.", step, self.directory)
+    return state.replace(**restored) if missing else restored
+
+  def _target(self, step: int, state: Any, data_iter: Any) -> tuple[Any, list[str]]:
+    """``(restore target, state fields the checkpoint lacks)`` after checking, without
+    collectives, that ``step``'s files are there and hold ``state``'s arrays.
+
+    Raises:
+      ModelMismatchError, DamagedCheckpointError: as `restore`.
     """
     target = _abstract(state)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-    saved = self.manager.item_metadata(step)["state"]
+    folder = os.path.join(self.directory, str(step))
+    missing = _missing_state_file(folder)
+    if missing:
+      raise DamagedCheckpointError(f"{folder}: {missing} is missing")
+    if data_iter is not None:
+      data = os.path.join(folder, "data")
+      names = os.listdir(data) if os.path.isdir(data) else []
+      count = f"-of-{jax.process_count()}.json"
+      mine = f"process_{jax.process_index()}{count}"
+      # Files of another process count are a changed job, not damage: restore decides.
+      if mine not in names and (not names or any(n.endswith(count) for n in names)):
+        raise DamagedCheckpointError(f"{folder}: data/{mine} is missing")
+    try:
+      saved = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # an empty folder, a missing or unreadable _METADATA
+      raise DamagedCheckpointError(f"{self.directory}/{step}: cannot read the state's "
+                                   f"metadata ({_first_line(e)})") from e
     if saved is None:  # no tree metadata: let orbax compare the trees
       saved = fields
     for name, value in fields.items():
       on_disk = name in saved and bool(jax.tree.leaves(saved[name]))
       if bool(jax.tree.leaves(value)) != on_disk:
         setting = _FIELD_SETTINGS.get(name, "the model")
-        raise CheckpointError(
+        raise ModelMismatchError(
             f"{self.directory}/{step}: the checkpoint {'holds' if on_disk else 'has no'} "
             f"{name} but this run {'keeps none' if on_disk else 'needs them'}; {setting} "
             "changed since it was saved. Resume with the config it was saved with, or "
             "start a new workdir with checkpoint.init_from set to this one.")
     missing = [name for name in fields if name not in saved]
     item = {k: v for k, v in fields.items() if k in saved} if missing else target
-    items = {"state": ocp.args.StandardRestore(item)}
-    saved_by = self._data_processes(step)
-    if data_iter is not None and saved_by == jax.process_count():
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
-    if data_iter is not None and saved_by != jax.process_count():
-      _restart_data(data_iter, step, saved_by)
-    logging.info("Restored step %d from %s.", step, self.directory)
-    return state.replace(**restored) if missing else restored
+    if saved is not fields:
+      mismatch = _first_mismatch(saved, item)
+      if mismatch:
+        workdir = os.path.dirname(self.directory)
+        raise ModelMismatchError(
+            f"the checkpoint in {workdir} was written by a different model: {mismatch}. "
+            "Resume with the config it was saved with, or start a new workdir "
+            f"(checkpoint.init_from={workdir} loads the weights that fit).")
+    return item, missing
+
+  def restore_latest(self, state: Any, data_iter: Any) -> tuple[int | None, Any]:
+    """``(step, state)`` of the newest step that restores; ``(None, state)`` if none.
+
+    A step that does not restore (`DamagedCheckpointError`) is named in one warning
+    and moved aside to ``<step>.damaged`` next to the others, so this and later runs
+    resume from the step before it. ``data_iter`` is left where it was when no step
+    restores.
+
+    Raises:
+      ModelMismatchError: a readable step was written by another model or config
+        (nothing is moved).
+    """
+    initial = data_iter.get_state() if data_iter is not None else None
+    moved = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      error = None
+      try:  # first without collectives, so processes stay in step when one fails
+        self._target(step, state, data_iter)
+      except DamagedCheckpointError as e:
+        error = e
+      if _all_processes_agree(error is None):
+        try:  # a truncated file shows only here (on one process of several: a hang)
+          restored = self.restore(step, state, data_iter)
+        except DamagedCheckpointError as e:
+          error = e
+        if _all_processes_agree(error is None):
+          self._warn_moved(moved, f"resuming from step {step}")
+          return step, restored
+      moved.append((error, self._move_aside(step)))
+    if data_iter is not None:
+      data_iter.set_state(initial)
+    self._warn_moved(moved, "no older step: starting from scratch")
+    return None, state
+
+  def _move_aside(self, step: int) -> str:
+    """Renames a step folder to ``<step>.damaged`` (process 0); returns the new path."""
+    source = os.path.join(self.directory, str(step))
+    target, n = source + DAMAGED_SUFFIX, 1
+    while os.path.exists(target):
+      n += 1
+      target = f"{source}{DAMAGED_SUFFIX}{n}"
+    if jax.process_index() == 0:
+      os.rename(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+    self.manager.reload()
+    return target
+
+  @staticmethod
+  def _warn_moved(moved: list[tuple[Exception | None, str]], then: str) -> None:
+    for error, target in moved:  # each process names its own reason
+      if error is not None or jax.process_index() == 0:
+        reason = error if error is not None else "another process cannot restore it"
+        logging.warning("%s; moved it aside to %s, %s.", reason, target, then)
 
   def _data_processes(self, step: int) -> int:
     """How many processes saved ``step``'s data iterator (one file each; 0: none)."""
@@ -201,26 +362,72 @@ def kind(path: str) -> str:
 
 
 def latest_step(workdir: str) -> int:
-  """The newest step of a workdir that has a saved ``state``.
+  """The newest step of a workdir that restores (read to find out; see `read_state`).
 
   Raises:
     CheckpointError: the workdir has none.
   """
+  return _newest_good_state(workdir)[0]
+
+
+def _step_folders(workdir: str) -> list[int]:
+  """The workdir's numbered step folders, newest first (``<step>.damaged`` is not)."""
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
-  steps = [int(s) for s in os.listdir(directory) if s.isdigit()
-           and os.path.isdir(os.path.join(directory, s, "state"))]
+  steps = [int(s) for s in os.listdir(directory)
+           if s.isdigit() and os.path.isdir(os.path.join(directory, s))]
   if not steps:
     raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in {directory}.")
-  return max(steps)
+  return sorted(steps, reverse=True)
+
+
+def _missing_state_file(step_dir: str) -> str | None:
+  """The first file a step's ``state/`` must have and lacks, e.g. ``state/_METADATA``;
+  None when all are there (its arrays may still be damaged)."""
+  state = os.path.join(step_dir, "state")
+  if not os.path.isdir(state):
+    return "state/"
+  required = ["_METADATA"]
+  if any(n.startswith("ocdbt.process_") for n in os.listdir(state)):
+    required.append("manifest.ocdbt")  # the OCDBT root the per-process databases join
+  for name in required:
+    if not os.path.isfile(os.path.join(state, name)):
+      return f"state/{name}"
+  return None
+
+
+def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
+  """``(step, state tree)`` of the newest step that restores.
+
+  Readers move nothing: newer steps that fail are named in one warning with the step
+  used instead (the training loop moves them aside when it resumes).
+  """
+  skipped = []
+  for step in _step_folders(workdir):
+    missing = _missing_state_file(os.path.join(workdir, CHECKPOINTS_DIR, str(step)))
+    if missing:  # known damage: no orbax read (its failures print pages at exit)
+      skipped.append(f"step {step} ({missing} is missing)")
+      continue
+    try:
+      tree = read_state(workdir, step)
+    except CheckpointError as e:
+      skipped.append(f"step {step} ({_short(e)})")
+      continue
+    if skipped:
+      logging.warning("%s: %s does not restore; using step %d.", workdir,
+                      "; ".join(skipped), step)
+    return step, tree
+  raise CheckpointError(f"{workdir}: no saved step restores: {'; '.join(skipped)}.")
 
 
 def read_state(workdir: str, step: int | None = None) -> dict[str, Any]:
-  """The ``state`` tree of a workdir's step (default: `latest_step`) as numpy arrays.
+  """The ``state`` tree of a workdir's step (default: the newest that restores,
+  `latest_step`) as numpy arrays.
 
   Read without a target, as host arrays, so the run's model, mesh and device count
   need not exist here.
   """
-  step = latest_step(workdir) if step is None else step
+  if step is None:  # the newest step that restores
+    return _newest_good_state(workdir)[1]
   path = os.path.join(workdir, CHECKPOINTS_DIR, str(step), "state")
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level

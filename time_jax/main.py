@@ -15,7 +15,14 @@ A mistake on the command line, in the config, in ``--workdir`` or in the dataset
 protocol files (labels, classes) ends the run with one line ``error: ...`` on stderr and
 exit status 2 (`time_jax.console`). The console shows our own log lines, warnings and a
 progress line; ``--verbosity=0`` adds the libraries' INFO lines (Orbax, JAX, Grain).
+
+Exit status: 0 when the run finished; `EXIT_PREEMPTED` (75) when SIGTERM or Ctrl-C
+stopped it with its checkpoint saved, so a scheduler can requeue it (the same command
+resumes); 2 for a mistake a user fixes (one ``error:`` line), 1 for any other failure.
 """
+
+import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -23,11 +30,16 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from time_jax import checkpoints
 from time_jax import config as config_lib
 from time_jax import console
 from time_jax.data import base
 from time_jax.train import loop
 from time_jax.train import multihost
+
+# sysexits.h EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the run
+# stopped on a signal with a checkpoint saved and resumes when started again.
+EXIT_PREEMPTED = 75
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':arg' for get_config(arg).",
@@ -53,10 +65,14 @@ def _run():
                jax.process_count(), jax.local_device_count(), jax.device_count())
   try:
     result = loop.train_and_evaluate(config, workdir)
-  except base.ProtocolError as e:  # the data's files disagree with the config
+  except (base.ProtocolError, checkpoints.CheckpointError) as e:  # one line: what to fix
     if jax.process_count() > 1:
       raise  # run_or_exit names it and ends every process
     console.usage_error(str(e))
+  if "preempted_at" in result:
+    # srun ends the other tasks with SIGTERM when one exits non-zero; this status stays.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(EXIT_PREEMPTED)
   logging.info("Done: %s", result)
 
 
@@ -65,7 +81,8 @@ def main(argv):
   console.quiet_libraries()
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                        heartbeat_timeout_s=_HEARTBEAT.value)
-  multihost.run_or_exit(_run, user_errors=(base.ProtocolError,))
+  multihost.run_or_exit(
+      _run, user_errors=(base.ProtocolError, checkpoints.CheckpointError))
 
 
 if __name__ == "__main__":

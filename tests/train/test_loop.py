@@ -120,19 +120,81 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   assert max(np.abs(ema_ref[k] - a[k]).max() for k in a) > 1e-5  # it lags the params
 
 
+def _stopped_step(out):
+  """The step of the loop's one-line stop message, checked to be the only one."""
+  lines = [l for l in out.splitlines() if "Stopped at step" in l]
+  assert len(lines) == 1, out
+  return int(lines[0].split("Stopped at step ")[1].split(" ")[0])
+
+
 def test_sigterm_saves_the_current_step(tmp_path):
   proc = _start(tmp_path, "train.num_steps=1000", "checkpoint.every_steps=500",
                 sleep=0.02)
   _wait_for_step(proc, tmp_path, 4)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
-  assert "preempted_at" in out
+  assert proc.returncode == 0, out  # the driver returns; time_jax.main exits 75
+  assert "Traceback" not in out
+  stopped = _stopped_step(out)
+  assert f"RESULT {{'preempted_at': {stopped}}}" in out
   steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
-  stopped = int(out.split("'preempted_at': ")[1].split("}")[0])
   assert steps == [stopped] and 4 <= stopped < 500
   _, step = _params(tmp_path, stopped)
   assert step == stopped
+
+
+def _start_group(workdir, *overrides, sleep=0.0):
+  """A run in its own process group, as a terminal's Ctrl-C reaches it: the main
+  process and its Grain workers."""
+  return subprocess.Popen([sys.executable, DRIVER, str(workdir), "finetune", *overrides],
+                          env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
+
+
+def _group_gone(pgid, timeout=30):
+  start = time.time()
+  while time.time() - start < timeout:
+    try:
+      os.killpg(pgid, 0)
+    except ProcessLookupError:
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def test_ctrl_c_saves_the_current_step_without_worker_tracebacks(tmp_path):
+  proc = _start_group(tmp_path, "train.num_steps=1000", "checkpoint.every_steps=500",
+                      "input.num_workers=2", sleep=0.02)
+  _wait_for_step(proc, tmp_path, 3)
+  os.killpg(proc.pid, signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+  assert out.count("SIGINT: saving a checkpoint") == 1, out
+  stopped = _stopped_step(out)
+  assert f"RESULT {{'preempted_at': {stopped}}}" in out
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert steps == [stopped] and 3 <= stopped < 500
+  assert _params(tmp_path, stopped)[1] == stopped
+  assert _group_gone(proc.pid), "Grain workers outlived the run"
+
+
+def test_second_ctrl_c_exits_at_once_without_saving(tmp_path):
+  proc = _start_group(tmp_path, "train.num_steps=1000", "checkpoint.every_steps=500",
+                      "input.num_workers=2", sleep=0.05)
+  _wait_for_step(proc, tmp_path, 2)
+  os.killpg(proc.pid, signal.SIGINT)
+  out = []
+  while not out or "SIGINT: saving" not in out[-1]:  # the first one was handled
+    out.append(proc.stdout.readline())
+    assert out[-1], "".join(out)
+  os.killpg(proc.pid, signal.SIGINT)  # while the step ends and saves
+  out = "".join(out) + proc.communicate(timeout=60)[0]
+  assert proc.returncode == 128 + signal.SIGINT, out
+  assert "SIGINT again: exiting now without saving" in out
+  assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+  assert "Stopped at step" not in out and "RESULT" not in out
+  assert _group_gone(proc.pid), "Grain workers outlived the run"
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):

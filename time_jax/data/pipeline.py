@@ -64,6 +64,7 @@ import dataclasses
 import functools
 import logging
 import math
+import signal
 import threading
 from typing import Any, Sequence
 
@@ -373,6 +374,13 @@ def _shard_info() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _ignore_interrupts(worker_index: int, worker_count: int) -> None:
+  """Grain worker start: Ctrl-C reaches the whole process group; the main process
+  decides (`time_jax.train.loop`), workers must not die with tracebacks."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _iter_options(config):
   i = config.input
   threads = int(i.read_threads)
@@ -463,7 +471,7 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     # never parsed and every worker would fail. Parsing later (app.run) still works.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(mp_opts)
+    ds = ds.mp_prefetch(mp_opts, worker_init_fn=_ignore_interrupts)
   ds = ds.map(monitor)
   shapes = {"frames": (local_b, *spec.frames_shape), "label": (local_b,),
             "index": (local_b,)}

@@ -16,7 +16,10 @@ parameters. VideoMAE itself evaluates the raw model and only saves its EMA: that
 
 A workdir with a checkpoint resumes from it (state, RNG and the data iterator), so a
 run killed at any point and started again with the same command ends as an
-uninterrupted one. SIGTERM saves the current step and returns. A non-finite loss stops
+uninterrupted one; a newest step that does not restore (a missing or truncated file)
+is moved aside and the step before it resumes. SIGTERM or Ctrl-C (SIGINT) saves the
+current step and returns ``{'preempted_at': step}`` (``time_jax.main`` then exits with
+status 75); a second Ctrl-C exits at once without saving. A non-finite loss stops
 the run naming the step, before anything non-finite is saved.
 
 The console gets one line for the parameters (the table goes to ``parameters.txt``) and
@@ -31,6 +34,7 @@ import dataclasses
 import json
 import logging
 import math
+import multiprocessing
 import os
 import signal
 import time
@@ -64,15 +68,43 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
+# The signals that stop a run at the next step boundary with a checkpoint.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @dataclasses.dataclass
 class _Preemption:
-  """Set by SIGTERM; the loop saves and returns at the next step boundary."""
+  """Set by SIGTERM or a first SIGINT (Ctrl-C); the loop saves and returns at the next
+  step boundary. A second SIGINT exits at once with status 130 (128 + SIGINT) without
+  saving, after killing this process's Grain workers."""
   requested: bool = False
+  previous: dict = dataclasses.field(default_factory=dict)
+
+  def install(self) -> None:
+    """Handles `_STOP_SIGNALS` until `uninstall` (main thread only)."""
+    for signum in _STOP_SIGNALS:
+      self.previous[signum] = signal.signal(signum, self)
+
+  def uninstall(self) -> None:
+    for signum, handler in self.previous.items():
+      signal.signal(signum, handler)
+    self.previous.clear()
 
   def __call__(self, signum, frame):
     del frame
-    logging.warning("Signal %d: saving a checkpoint and stopping after this step.", signum)
-    self.requested = True
+    name = signal.Signals(signum).name
+    # Set before logging: a second signal can run this handler inside the first one.
+    first, self.requested = not self.requested, True
+    if not first and signum == signal.SIGINT:
+      logging.warning("%s again: exiting now without saving; the run resumes from its "
+                      "last checkpoint.", name)
+      for child in multiprocessing.active_children():  # Grain workers
+        child.kill()
+      os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+    if first:
+      logging.warning("%s: saving a checkpoint after this step and stopping%s.", name,
+                      " (Ctrl-C again exits at once without saving)"
+                      if signum == signal.SIGINT else "")
 
   def check(self, step: int) -> bool:
     """Whether to save and stop after ``step``; the same answer on every process.
@@ -208,9 +240,9 @@ class Trainer:
 
   # -------------------------------------------------------------------------- train
   def _restore_or_init(self, train_iter) -> int:
-    latest = self.ckpt.latest_step()
+    # Damaged newer steps are moved aside; a checkpoint of another model raises.
+    latest, self.state = self.ckpt.restore_latest(self.state, train_iter)
     if latest is not None:
-      self.state = self.ckpt.restore(latest, self.state, train_iter)
       return int(latest)
     if self.config.checkpoint.init_from:
       self.state = _init_from(self.config, self.workdir, self.state, self.shardings)
@@ -253,7 +285,9 @@ class Trainer:
     window.clear()
 
   def train(self) -> dict[str, Any]:
-    """Trains to ``total_steps`` (or a SIGTERM); returns the final eval scalars."""
+    """Trains to ``total_steps``; returns the final eval scalars, or
+    ``{'preempted_at': step}`` when SIGTERM or Ctrl-C stopped it at ``step`` with
+    that step's checkpoint saved."""
     config = self.config
     train_iter = iter(self.train_ds)
     step = self._restore_or_init(train_iter)
@@ -265,7 +299,7 @@ class Trainer:
     self.progress = console.Progress(self.total_steps, enabled=jax.process_index() == 0)
     base_rng = jax.device_get(self.state.rng)  # the state (and its rng) is donated
     preempt = _Preemption()
-    old_handler = signal.signal(signal.SIGTERM, preempt)
+    preempt.install()
     t = config.train
     window, since, last_eval = [], (step, time.time()), {}
     try:
@@ -291,11 +325,13 @@ class Trainer:
           last_eval = self.evaluate(step)
           score = self.task.score(last_eval)
           since = (step, time.time())
-        if save and not (step == self.total_steps and t.eval_at_end):
+        if save and (stop or not (step == self.total_steps and t.eval_at_end)):
           self.ckpt.save(step, self.state, train_iter, score=score)
         if stop:
           self.ckpt.wait()
-          logging.warning("Stopped by signal at step %d; the checkpoint is saved.", step)
+          logging.warning("Stopped at step %d of %d; its checkpoint is saved in %s. Run "
+                          "the same command to resume.", step, self.total_steps,
+                          self.ckpt.directory)
           return {"preempted_at": step}
       self.progress.close()
       if t.eval_at_end:
@@ -305,7 +341,7 @@ class Trainer:
       return last_eval
     finally:
       self.progress.close()
-      signal.signal(signal.SIGTERM, old_handler)
+      preempt.uninstall()
       self.ckpt.wait()
 
   def run(self) -> dict[str, Any]:
