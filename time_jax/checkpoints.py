@@ -34,7 +34,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -214,7 +214,8 @@ class Checkpointer:
       raise DamagedCheckpointError(f"{folder}: {missing} is missing")
     if data_iter is not None:
       data = os.path.join(folder, "data")
-      names = os.listdir(data) if os.path.isdir(data) else []
+      names = [n for n in (os.listdir(data) if os.path.isdir(data) else [])
+               if n.startswith("process_") and "-of-" in n]
       count = f"-of-{jax.process_count()}.json"
       mine = f"process_{jax.process_index()}{count}"
       # Files of another process count are a changed job, not damage: restore decides.
@@ -395,28 +396,36 @@ def _missing_state_file(step_dir: str) -> str | None:
   return None
 
 
-def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
-  """``(step, state tree)`` of the newest step that restores.
+def _newest_restoring(workdir: str, read: Callable[[str], Any]) -> tuple[int, Any]:
+  """``(step, read(step's folder))`` of the newest step of ``workdir`` that ``read``
+  restores (`CheckpointError` otherwise).
 
   Readers move nothing: newer steps that fail are named in one warning with the step
   used instead (the training loop moves them aside when it resumes).
   """
   skipped = []
   for step in _step_folders(workdir):
-    missing = _missing_state_file(os.path.join(workdir, CHECKPOINTS_DIR, str(step)))
+    folder = os.path.join(workdir, CHECKPOINTS_DIR, str(step))
+    missing = _missing_state_file(folder)
     if missing:  # known damage: no orbax read (its failures print pages at exit)
       skipped.append(f"step {step} ({missing} is missing)")
       continue
     try:
-      tree = read_state(workdir, step)
+      result = read(folder)
     except CheckpointError as e:
       skipped.append(f"step {step} ({_short(e)})")
       continue
     if skipped:
       logging.warning("%s: %s does not restore; using step %d.", workdir,
                       "; ".join(skipped), step)
-    return step, tree
+    return step, result
   raise CheckpointError(f"{workdir}: no saved step restores: {'; '.join(skipped)}.")
+
+
+def _newest_good_state(workdir: str) -> tuple[int, dict[str, Any]]:
+  """``(step, state tree)`` of the newest step that restores (`read_state`)."""
+  return _newest_restoring(
+      workdir, lambda folder: read_state(workdir, int(os.path.basename(folder))))
 
 
 def read_state(workdir: str, step: int | None = None) -> dict[str, Any]:
@@ -469,8 +478,8 @@ def read_variables(path: str, *, ema: bool = False, target: Any = None
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
   """``({'params', 'batch_stats'?}, metadata)`` of a workdir or a ported folder.
 
-  A workdir gives its latest step's variables and metadata ``{}``; a ported folder its
-  variables and ``metadata.json``. Without ``target`` the arrays are numpy (read
+  A workdir gives the variables of its newest step that restores and metadata
+  ``{'step': step}``; a ported folder its variables and ``metadata.json``. Without ``target`` the arrays are numpy (read
   whole by this process: `load`, `time_jax.predict`).
 
   With ``target`` (the model's variables, ``{'params', 'batch_stats'?}`` of sharded
@@ -493,13 +502,11 @@ def read_variables(path: str, *, ema: bool = False, target: Any = None
   """
   if kind(path) == "workdir":
     if target is not None:
-      item = os.path.join(path, CHECKPOINTS_DIR, str(latest_step(path)), "state")
-      variables = _read_sharded(item, {"params": "ema_params" if ema else "params",
-                                       "batch_stats": "batch_stats"}, target)
+      step, variables = _newest_sharded_variables(path, ema, target)
       if ema and not variables.get("params"):
         raise _no_ema(path)
-      return variables, {}
-    state = read_state(path)
+      return variables, {"step": step}
+    step, state = _newest_good_state(path)
     params = state["params"]
     if ema:
       params = state.get("ema_params")
@@ -508,7 +515,7 @@ def read_variables(path: str, *, ema: bool = False, target: Any = None
     variables = {"params": _as_numpy(params)}
     if state.get("batch_stats"):
       variables["batch_stats"] = _as_numpy(state["batch_stats"])
-    return variables, {}
+    return variables, {"step": step}
   if ema:
     raise CheckpointError(f"{path}: ported weights have no EMA parameters; read them "
                           "without ema (no --ema).")
@@ -521,6 +528,15 @@ def read_variables(path: str, *, ema: bool = False, target: Any = None
   except Exception as e:  # orbax raises many types for damaged folders
     raise CheckpointError(f"{path}: cannot restore the ported weights ({e}).") from e
   return dict(variables), metadata
+
+
+def _newest_sharded_variables(workdir: str, ema: bool, target: Any
+                              ) -> tuple[int, dict[str, Any]]:
+  """``(step, variables)`` of the newest step of ``workdir`` whose variables restore
+  into ``target`` (`_read_sharded`)."""
+  wanted = {"params": "ema_params" if ema else "params", "batch_stats": "batch_stats"}
+  return _newest_restoring(
+      workdir, lambda folder: _read_sharded(os.path.join(folder, "state"), wanted, target))
 
 
 def _no_ema(path: str) -> CheckpointError:
@@ -681,8 +697,8 @@ def load(path: str, *, ema: bool | None = False, n: int | None = None,
       raise CheckpointError(f"{path}: the workdir has no {CONFIG_FILE} to rebuild its model.")
     config = ml_collections.ConfigDict(_read_json(config_path))
     ema = evaluates_ema(config) if ema is None else bool(ema)
-    step = latest_step(path)  # the step read_variables reads
-    variables, _ = read_variables(path, ema=ema)
+    variables, read = read_variables(path, ema=ema)
+    step = read["step"]
     names_path = os.path.join(path, CLASS_NAMES_FILE)
     names = _read_json(names_path) if os.path.isfile(names_path) else []
     count = head_classes(variables["params"])
@@ -695,6 +711,8 @@ def load(path: str, *, ema: bool | None = False, n: int | None = None,
   config.model.name = metadata["model"]
   # The constructor options the port recorded (pooling, layer scale, sizes).
   config.model.kwargs = ml_collections.ConfigDict(metadata.get("model_kwargs", {}))
+  if metadata.get("image_size"):  # a ViT's position embedding fixes its input size
+    config.image_size = int(metadata["image_size"])
   count = head_classes(variables["params"])
   if count is None and metadata.get("num_classes"):
     count = int(metadata["num_classes"])

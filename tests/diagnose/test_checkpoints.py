@@ -59,7 +59,7 @@ def test_read_variables_gives_batch_stats_of_a_workdir(tmp_path):
   config.model.kwargs = {}
   workdir = save_workdir(tmp_path / "w", config, variables)
   read, metadata = checkpoints.read_variables(workdir)
-  assert metadata == {}
+  assert metadata == {"step": 1}
   jax.tree.map(np.testing.assert_array_equal, read, variables)
 
 

@@ -18,7 +18,9 @@ import pytest
 from time_jax import checkpoints
 from time_jax.train import loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from loop_runs import REPO  # pylint: disable=g-bad-import-order
+from loop_runs import flat as _flat
+from loop_runs import losses as _losses
 
 
 def _config(moving, **kwargs):
@@ -35,27 +37,6 @@ def _run(moving, workdir, **kwargs):
   return loop.train_and_evaluate(_config(moving, **kwargs), str(workdir),
                                  jax.devices()[:1], splits=moving.splits(),
                                  reader=moving.MovingSquareReader())
-
-
-def _losses(workdir):
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if "train/loss" in rec:
-        out[rec["step"]] = rec["train/loss"]
-  return out
-
-
-def _flat(tree, prefix=""):
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f"{prefix}/{k}"))
-    return out
-  if isinstance(tree, (list, tuple)):
-    return _flat({str(i): v for i, v in enumerate(tree)}, prefix)
-  return {} if tree is None else {prefix: np.asarray(tree)}
 
 
 def _steps(workdir):

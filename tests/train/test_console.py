@@ -16,8 +16,10 @@ import pytest
 from time_jax import console
 from time_jax.train import metrics
 
-DRIVER = os.path.join(os.path.dirname(__file__), "run_moving.py")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from loop_runs import REPO  # pylint: disable=g-bad-import-order
+from loop_runs import records as _records
+from loop_runs import start_moving as _start
+from loop_runs import wait_for_step as _wait_for_step
 WINDOW = {"train/loss": 1.23456, "train/epoch": 2.5, "train/clips_per_sec": 80.0,
           "train/eta_minutes": 1.5}
 
@@ -99,11 +101,6 @@ def test_quiet_libraries_keeps_our_lines_and_every_warning():
   assert "library warning" in out and "step 4/4 | loss 0.5" in out
 
 
-def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
 def test_writer_rewind_drops_later_steps_and_replaces_a_rewritten_record(tmp_path):
   w = metrics.Writer(str(tmp_path))
   for step in range(1, 6):
@@ -161,35 +158,6 @@ def test_demo_console_shows_our_lines_and_a_progress_line(tmp_path):
   assert any("checkpoint_manager" in l for l in r.stderr.splitlines())
   evals = [rec["step"] for rec in _records(tmp_path / "w") if "eval/top1" in rec]
   assert evals == [4]  # the re-evaluation replaced the first, not repeated it
-
-
-def _env(sleep=0.0):
-  env = dict(os.environ, MOVING_READ_SLEEP=str(sleep), PYTHONPATH=REPO)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-  return env
-
-
-def _start(workdir, *overrides, sleep=0.0):
-  return subprocess.Popen([sys.executable, DRIVER, str(workdir), "finetune", *overrides],
-                          env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-
-
-def _logged_steps(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    steps = [json.loads(l)["step"] for l in f if "train/loss" in l]
-  return max(steps, default=0)
-
-
-def _wait_for_step(proc, workdir, step, timeout=240):
-  start = time.time()
-  while _logged_steps(workdir) < step:
-    assert proc.poll() is None, proc.stdout.read()
-    assert time.time() - start < timeout
-    time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -20,40 +20,11 @@ import pytest
 from time_jax import checkpoints
 from time_jax.train import loop
 
-DRIVER = os.path.join(os.path.dirname(__file__), "run_moving.py")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _env(sleep=0.0):
-  env = dict(os.environ, MOVING_READ_SLEEP=str(sleep), PYTHONPATH=REPO)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-  return env
-
-
-def _start(workdir, *overrides, sleep=0.0):
-  return subprocess.Popen([sys.executable, DRIVER, str(workdir), "finetune", *overrides],
-                          env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-
-
-def _losses(workdir):
-  """step -> train loss, the last logged value of each step (re-runs overwrite)."""
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if "train/loss" in rec:
-        out[rec["step"]] = rec["train/loss"]
-  return out
-
-
-def _logged_steps(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    steps = [json.loads(l)["step"] for l in f if "train/loss" in l]
-  return max(steps, default=0)
+from loop_runs import REPO  # pylint: disable=g-bad-import-order
+from loop_runs import flat as _flat
+from loop_runs import losses as _losses
+from loop_runs import start_moving as _start
+from loop_runs import wait_for_step as _wait_for_step
 
 
 def _state(workdir, step):
@@ -65,23 +36,6 @@ def _state(workdir, step):
 def _params(workdir, step):
   tree = _state(workdir, step)
   return tree["params"], int(tree["step"])
-
-
-def _wait_for_step(proc, workdir, step, timeout=240):
-  start = time.time()
-  while _logged_steps(workdir) < step:
-    assert proc.poll() is None, proc.stdout.read()
-    assert time.time() - start < timeout
-    time.sleep(0.05)
-
-
-def _flat(tree, prefix=""):
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f"{prefix}/{k}"))
-    return out
-  return {prefix: np.asarray(tree)}
 
 
 ARGS = ("train.num_steps=12", "checkpoint.every_steps=3", "train.eval_at_end=False")
@@ -146,9 +100,7 @@ def test_sigterm_saves_the_current_step(tmp_path):
 def _start_group(workdir, *overrides, sleep=0.0):
   """A run in its own process group, as a terminal's Ctrl-C reaches it: the main
   process and its Grain workers."""
-  return subprocess.Popen([sys.executable, DRIVER, str(workdir), "finetune", *overrides],
-                          env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, start_new_session=True)
+  return _start(workdir, *overrides, sleep=sleep, start_new_session=True)
 
 
 def _group_gone(pgid, timeout=30):

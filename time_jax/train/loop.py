@@ -2,8 +2,9 @@
 
 `train_and_evaluate(config, workdir)` runs ``config.mode``:
 
-* ``finetune``: classification with mixup/cutmix; evaluates (multi-view, top-1/top-5,
-  per-class accuracy, confusion matrix) every ``train.eval_every`` steps and at the end.
+* ``finetune``: classification with mixup/cutmix; evaluates (multi-view, top-1, top-5
+  with more than 5 classes, per-class accuracy, confusion matrix, the videos left out
+  as undecodable) every ``train.eval_every`` steps and at the end.
 * ``pretrain``: VideoMAE masked autoencoding; evaluates the reconstruction loss and
   logs reconstructions of a fixed eval batch as images.
 * ``eval``: evaluates the workdir's latest checkpoint, or ``checkpoint.init_from``.
@@ -106,16 +107,21 @@ class _Preemption:
                       " (Ctrl-C again exits at once without saving)"
                       if signum == signal.SIGINT else "")
 
-  def check(self, step: int) -> bool:
+  def check(self, step: int, every: int = 1) -> bool:
     """Whether to save and stop after ``step``; the same answer on every process.
 
-    With several processes, whether any of them was signalled is all-gathered at every
-    step (a few bytes), so all stop at the same step even when the signals arrive at
-    different steps, or reach one process only. (JAX's own preemption sync point never
-    fires here: it listens for SIGTERM in C++, and this Python handler replaces it.)
+    With several processes, whether any of them was signalled is all-gathered every
+    ``every`` steps (the loop passes ``train.log_every``, where it waits for the
+    device anyway to log), so all stop at the same step even when the signals arrive at
+    different steps, or reach one process only; gathering at every step would make the
+    host wait for each step before it prepares the next. (JAX's own preemption sync
+    point never fires here: it listens for SIGTERM in C++, and this Python handler
+    replaces it.)
     """
     if jax.process_count() == 1:
       return self.requested
+    if step % every:
+      return False
     flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
     return bool(np.any(flags))
 
@@ -314,7 +320,7 @@ class Trainer:
           since = (step, time.time())
           self.progress.start(step)
         self.progress.advance(step)
-        stop = preempt.check(step)
+        stop = preempt.check(step, every=t.log_every)
         save = step % config.checkpoint.every_steps == 0 or step == self.total_steps or stop
         do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step < self.total_steps
         if step % t.log_every == 0 or save or do_eval:
