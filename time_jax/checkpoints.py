@@ -51,6 +51,7 @@ from time_jax import config as config_lib
 from time_jax import models
 from time_jax.data import pipeline
 from time_jax.port import common
+from time_jax.train import multihost
 
 CHECKPOINTS_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -131,11 +132,11 @@ def _first_mismatch(saved: Any, target: Any) -> str | None:
   return problems[0][1]
 
 
-def _all_processes_agree(ok: bool) -> bool:
-  """Whether ``ok`` holds on every process (all must resume from the same step)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+def _data_files(step_dir: str) -> list[str]:
+  """The ``process_<i>-of-<n>.json`` files of a step's saved data iterator."""
+  data = os.path.join(step_dir, "data")
+  return [n for n in (os.listdir(data) if os.path.isdir(data) else [])
+          if n.startswith("process_") and "-of-" in n]
 
 
 class Checkpointer:
@@ -213,9 +214,7 @@ class Checkpointer:
     if missing:
       raise DamagedCheckpointError(f"{folder}: {missing} is missing")
     if data_iter is not None:
-      data = os.path.join(folder, "data")
-      names = [n for n in (os.listdir(data) if os.path.isdir(data) else [])
-               if n.startswith("process_") and "-of-" in n]
+      names = _data_files(folder)
       count = f"-of-{jax.process_count()}.json"
       mine = f"process_{jax.process_index()}{count}"
       # Files of another process count are a changed job, not damage: restore decides.
@@ -269,12 +268,12 @@ class Checkpointer:
         self._target(step, state, data_iter)
       except DamagedCheckpointError as e:
         error = e
-      if _all_processes_agree(error is None):
+      if multihost.on_every_process(error is None):
         try:  # a truncated file shows only here (on one process of several: a hang)
           restored = self.restore(step, state, data_iter)
         except DamagedCheckpointError as e:
           error = e
-        if _all_processes_agree(error is None):
+        if multihost.on_every_process(error is None):
           self._warn_moved(moved, f"resuming from step {step}")
           return step, restored
       moved.append((error, self._move_aside(step)))
@@ -306,10 +305,8 @@ class Checkpointer:
 
   def _data_processes(self, step: int) -> int:
     """How many processes saved ``step``'s data iterator (one file each; 0: none)."""
-    folder = os.path.join(self.directory, str(step), "data")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    counts = {n.rsplit("-of-", 1)[1].split(".")[0] for n in names
-              if n.startswith("process_") and "-of-" in n}
+    counts = {n.rsplit("-of-", 1)[1].split(".")[0]
+              for n in _data_files(os.path.join(self.directory, str(step)))}
     return int(counts.pop()) if len(counts) == 1 else 0
 
   def wait(self) -> None:

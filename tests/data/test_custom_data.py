@@ -7,32 +7,21 @@ import os
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
+
+from time_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("wave", "clap")
 
 
 def _write_clip(path, label, seed, frames=12, size=32):
-  """An mp4 of a square moving right (label 0) or left (label 1)."""
-  rng = np.random.default_rng(seed)
+  """An mp4 of a shape moving right (label 0) or left (label 1)."""
+  clip = synthetic.clip("right", np.random.default_rng(seed), num_frames=frames,
+                        size=size)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with av.open(path, "w") as c:
-    s = c.add_stream("mpeg4", rate=8)
-    s.width = s.height = size
-    s.pix_fmt = "yuv420p"
-    colour = rng.integers(96, 256, 3)
-    for i in range(frames):
-      f = np.full((size, size, 3), 16, np.uint8)
-      x = i * (size - 8) // (frames - 1)
-      x = x if label == 0 else size - 8 - x
-      f[8:16, x:x + 8] = colour
-      for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-        c.mux(p)
-    for p in s.encode():
-      c.mux(p)
+  synthetic.write_mp4(path, clip if label == 0 else clip[::-1])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,9 @@ background differ per clip. Only the direction of motion tells the classes apart
 single frame cannot. Loaded by path (``load()``) because tests import in importlib mode.
 """
 
+import ast
+import os
+import time
 import zlib
 
 import ml_collections
@@ -78,3 +81,26 @@ def tiny_config(mode: str = "finetune") -> ml_collections.ConfigDict:
   c.checkpoint.async_save = False
   c.mesh.data = -1
   return c
+
+
+class SlowReader(MovingSquareReader):
+  """`MovingSquareReader` that sleeps ``MOVING_READ_SLEEP`` seconds per clip, so a test
+  driving a run in a subprocess can signal it mid-run."""
+
+  def read(self, record, choose):
+    time.sleep(float(os.environ.get("MOVING_READ_SLEEP", "0")))
+    return super().read(record, choose)
+
+
+def config_with(mode: str, overrides) -> ml_collections.ConfigDict:
+  """`tiny_config` with ``key.path=value`` overrides (values are Python literals), as
+  the subprocess drivers take them on their command line."""
+  config = tiny_config(mode)
+  for item in overrides:
+    key, value = item.split("=", 1)
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = ast.literal_eval(value)
+  return config

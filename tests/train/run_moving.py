@@ -5,11 +5,9 @@
 ``MOVING_READ_SLEEP`` (seconds per clip) slows reading so a test can signal mid-run.
 """
 
-import ast
 import importlib.util
 import os
 import sys
-import time
 
 from absl import logging
 
@@ -21,26 +19,12 @@ spec.loader.exec_module(moving)
 from time_jax.train import loop  # pylint: disable=g-import-not-at-top
 
 
-class SlowReader(moving.MovingSquareReader):
-
-  def read(self, record, choose):
-    time.sleep(float(os.environ.get("MOVING_READ_SLEEP", "0")))
-    return super().read(record, choose)
-
-
 def main():
   workdir, mode, *overrides = sys.argv[1:]
-  config = moving.tiny_config(mode)
-  for item in overrides:
-    key, value = item.split("=", 1)
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = ast.literal_eval(value)
+  config = moving.config_with(mode, overrides)
   logging.set_verbosity(logging.WARNING)
   result = loop.train_and_evaluate(config, workdir, splits=moving.splits(),
-                                   reader=SlowReader())
+                                   reader=moving.SlowReader())
   print("RESULT", result, flush=True)
 
 

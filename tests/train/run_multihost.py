@@ -13,11 +13,9 @@ creates or opens for writing in the workdir outside ``checkpoints/`` (only proce
 may write the shared files).
 """
 
-import ast
 import importlib.util
 import os
 import sys
-import time
 
 from absl import logging
 
@@ -29,13 +27,6 @@ spec.loader.exec_module(moving)
 
 from time_jax.train import loop  # pylint: disable=g-import-not-at-top
 from time_jax.train import multihost  # pylint: disable=g-import-not-at-top
-
-
-class SlowReader(moving.MovingSquareReader):
-
-  def read(self, record, choose):
-    time.sleep(float(os.environ.get("MOVING_READ_SLEEP", "0")))
-    return super().read(record, choose)
 
 
 def _watch_writes(workdir: str) -> None:
@@ -76,21 +67,15 @@ def _fail_at(trainer, step: int) -> None:
 def main():
   port, num, pid, workdir, mode, *overrides = sys.argv[1:]
   multihost.initialize(f"localhost:{port}", int(num), int(pid), heartbeat_timeout_s=10)
-  config = moving.tiny_config(mode)
-  for item in overrides:
-    key, value = item.split("=", 1)
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = ast.literal_eval(value)
+  config = moving.config_with(mode, overrides)
   logging.set_verbosity(logging.WARNING)
   if int(pid) != 0:
     os.makedirs(workdir, exist_ok=True)
     _watch_writes(workdir)
 
   def run():
-    trainer = loop.Trainer(config, workdir, splits=moving.splits(), reader=SlowReader())
+    trainer = loop.Trainer(config, workdir, splits=moving.splits(),
+                           reader=moving.SlowReader())
     fail = os.environ.get("MULTIHOST_FAIL")
     if fail and int(fail.split(":")[0]) == int(pid):
       _fail_at(trainer, int(fail.split(":")[1]))

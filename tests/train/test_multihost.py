@@ -20,14 +20,14 @@ from time_jax.data import pipeline
 from time_jax.port import common
 from time_jax.train import loop
 
-from loop_runs import REPO  # pylint: disable=g-bad-import-order
+from loop_runs import MOVING_DRIVER as SINGLE  # pylint: disable=g-bad-import-order
+from loop_runs import REPO
 from loop_runs import flat as _flat
 from loop_runs import losses as _losses
 from loop_runs import wait_for_step as _wait_for_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "run_multihost.py")
-SINGLE = os.path.join(HERE, "run_moving.py")
 FSDP = ("mesh.data=1", "mesh.fsdp=-1")
 
 

@@ -504,8 +504,10 @@ def seek(iterator: Any, batches: int) -> None:
   elif set(state.get("iterators_in_use_states", [{}])[0]) == {"next_index"}:
     # Grain's workers (mp_prefetch): worker w reads batches w, w + W, w + 2W, ...
     workers = len(state["iterators_in_use_states"])
-    state = dict(state, next_index_in_cycle=int(batches) % workers, iterators_in_use_states=[
-        {"next_index": (int(batches) - w + workers - 1) // workers} for w in range(workers)])
+    per_worker = [{"next_index": (int(batches) - w + workers - 1) // workers}
+                  for w in range(workers)]
+    state = dict(state, next_index_in_cycle=int(batches) % workers,
+                 iterators_in_use_states=per_worker)
   else:
     raise ValueError(f"pipeline.seek: unknown iterator state {sorted(state)}.")
   iterator.set_state(state)

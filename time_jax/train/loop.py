@@ -45,7 +45,6 @@ import jax
 import ml_collections
 import numpy as np
 from clu import parameter_overview
-from jax.experimental import multihost_utils
 
 from time_jax import checkpoints
 from time_jax import console
@@ -55,6 +54,7 @@ from time_jax.data import pipeline
 from time_jax.data import sources
 from time_jax.models import pretrained
 from time_jax.train import metrics as metrics_lib
+from time_jax.train import multihost
 from time_jax.train import optimizer as optimizer_lib
 from time_jax.train import sharding
 from time_jax.train import state as state_lib
@@ -120,10 +120,7 @@ class _Preemption:
     """
     if jax.process_count() == 1:
       return self.requested
-    if step % every:
-      return False
-    flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
-    return bool(np.any(flags))
+    return step % every == 0 and multihost.on_any_process(self.requested)
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:

@@ -25,6 +25,8 @@ import traceback
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 from jax._src import distributed  # the coordination service client (no public API)
 
 _CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
@@ -49,6 +51,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize(**kwargs)
     return True
   return False
+
+
+def _flags(flag: bool) -> np.ndarray:
+  """``flag`` of every process, ``[process_count]`` (a collective: all must call it)."""
+  return np.asarray(multihost_utils.process_allgather(np.asarray([flag], np.int32)))
+
+
+def on_every_process(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process; the same answer everywhere (a collective
+  with several processes: every process must call it at the same point)."""
+  return ok if jax.process_count() == 1 else bool(np.all(_flags(ok)))
+
+
+def on_any_process(flag: bool) -> bool:
+  """Whether ``flag`` holds on some process; the same answer everywhere (a collective
+  with several processes: every process must call it at the same point)."""
+  return flag if jax.process_count() == 1 else bool(np.any(_flags(flag)))
 
 
 def _client():
