@@ -276,6 +276,14 @@ class Checkpointer:
         if multihost.on_every_process(error is None):
           self._warn_moved(moved, f"resuming from step {step}")
           return step, restored
+      if not multihost.on_every_process(
+          os.path.isdir(os.path.join(self.directory, str(step)))):
+        # Gone, not damaged: something else deleted it while it was read. Only a step
+        # that is there and fails to restore is moved aside.
+        logging.warning("%s/%d disappeared while it was being restored; skipping it.",
+                        self.directory, step)
+        self.manager.reload()
+        continue
       moved.append((error, self._move_aside(step)))
     if data_iter is not None:
       data_iter.set_state(initial)
@@ -368,14 +376,23 @@ def latest_step(workdir: str) -> int:
   return _newest_good_state(workdir)[0]
 
 
-def _step_folders(workdir: str) -> list[int]:
-  """The workdir's numbered step folders, newest first (``<step>.damaged`` is not)."""
+def saved_steps(workdir: str) -> list[int]:
+  """The workdir's numbered step folders, newest first (``<step>.damaged`` is not);
+  [] when it has none. Nothing is read: a step listed may not restore."""
   directory = os.path.join(workdir, CHECKPOINTS_DIR)
-  steps = [int(s) for s in os.listdir(directory)
-           if s.isdigit() and os.path.isdir(os.path.join(directory, s))]
+  if not os.path.isdir(directory):
+    return []
+  return sorted((int(s) for s in os.listdir(directory)
+                 if s.isdigit() and os.path.isdir(os.path.join(directory, s))), reverse=True)
+
+
+def _step_folders(workdir: str) -> list[int]:
+  """`saved_steps`, or `CheckpointError` when there are none."""
+  steps = saved_steps(workdir)
   if not steps:
-    raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in {directory}.")
-  return sorted(steps, reverse=True)
+    raise CheckpointError(f"{workdir}: the workdir has no saved checkpoint in "
+                          f"{os.path.join(workdir, CHECKPOINTS_DIR)}.")
+  return steps
 
 
 def _missing_state_file(step_dir: str) -> str | None:

@@ -13,7 +13,11 @@ process fails, every process exits promptly with code 1, the failure named in th
 
 A mistake on the command line, in the config, in ``--workdir`` or in the dataset's
 protocol files (labels, classes) ends the run with one line ``error: ...`` on stderr and
-exit status 2 (`time_jax.console`). The console shows our own log lines, warnings and a
+exit status 2 (`time_jax.console`). So do a workdir another run holds (one run per
+workdir: `time_jax.train.workdir`), resuming a run with a changed model, clip size, TIME
+layer, dataset or normalisation (other fields may change; the changes are logged and
+every start is kept in ``runs.jsonl``), and ``--config.mode=eval`` on a workdir with no
+checkpoint and no ``checkpoint.init_from``. The console shows our own log lines, warnings and a
 progress line; ``--verbosity=0`` adds the libraries' INFO lines (Orbax, JAX, Grain).
 
 Exit status: 0 when the run finished; `EXIT_PREEMPTED` (75) when SIGTERM or Ctrl-C
@@ -21,6 +25,7 @@ stopped it with its checkpoint saved, so a scheduler can requeue it (the same co
 resumes); 2 for a mistake a user fixes (one ``error:`` line), 1 for any other failure.
 """
 
+import os
 import signal
 import sys
 
@@ -36,6 +41,7 @@ from time_jax import console
 from time_jax.data import base
 from time_jax.train import loop
 from time_jax.train import multihost
+from time_jax.train import workdir as workdir_lib
 
 # sysexits.h EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the run
 # stopped on a signal with a checkpoint saved and resumes when started again.
@@ -53,6 +59,9 @@ _HEARTBEAT = flags.DEFINE_integer(
     "Seconds without a heartbeat after which a process counts as dead (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# Raised once the run is under way, caused by the user: one line, exit status 2.
+_USER_ERRORS = (base.ProtocolError, checkpoints.CheckpointError, workdir_lib.WorkdirError)
+
 
 def _run():
   config = _CONFIG.value
@@ -60,12 +69,16 @@ def _run():
     config_lib.validate(config)
   except ValueError as e:  # one line naming the field, no traceback
     console.usage_error(str(e))
+  try:  # before the workdir is made: a mistyped one must not appear
+    workdir_lib.check_evaluable(config, os.path.abspath(_WORKDIR.value))
+  except workdir_lib.WorkdirError as e:
+    console.usage_error(str(e))
   workdir = console.check_workdir(_WORKDIR.value)
   logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   try:
     result = loop.train_and_evaluate(config, workdir)
-  except (base.ProtocolError, checkpoints.CheckpointError) as e:  # one line: what to fix
+  except _USER_ERRORS as e:  # one line: what to fix
     if jax.process_count() > 1:
       raise  # run_or_exit names it and ends every process
     console.usage_error(str(e))
@@ -81,8 +94,7 @@ def main(argv):
   console.quiet_libraries()
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                        heartbeat_timeout_s=_HEARTBEAT.value)
-  multihost.run_or_exit(
-      _run, user_errors=(base.ProtocolError, checkpoints.CheckpointError))
+  multihost.run_or_exit(_run, user_errors=_USER_ERRORS)
 
 
 if __name__ == "__main__":

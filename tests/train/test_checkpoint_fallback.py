@@ -17,6 +17,7 @@ import pytest
 
 from time_jax import checkpoints
 from time_jax.train import loop
+from time_jax.train import workdir as workdir_lib
 
 from loop_runs import REPO  # pylint: disable=g-bad-import-order
 from loop_runs import flat as _flat
@@ -126,6 +127,12 @@ def test_every_step_damaged_starts_from_scratch_keeping_them(tmp_path, moving, r
 def test_a_changed_model_is_named_and_nothing_moves(tmp_path, moving, reference):
   workdir = tmp_path / "w"
   shutil.copytree(reference, workdir)
+  # The run's config.json names the changed field (time_jax.train.workdir) ...
+  with pytest.raises(workdir_lib.WorkdirError, match=r"^config\.model\.kwargs\.embed_dim: "
+                     r"48 here but 32 in the run"):
+    _run(moving, workdir, embed_dim=48)
+  # ... and without it the checkpoint's arrays do.
+  os.remove(workdir / "config.json")
   with pytest.raises(checkpoints.ModelMismatchError) as error:
     _run(moving, workdir, embed_dim=48)
   message = str(error.value)
@@ -134,6 +141,7 @@ def test_a_changed_model_is_named_and_nothing_moves(tmp_path, moving, reference)
   assert "(32,) there and (48,) here" in message and "\n" not in message
   assert _steps(workdir) == ["3", "6", "9"]
   # a changed depth: a parameter the checkpoint lacks is named
+  assert not os.path.exists(workdir / "config.json")  # a failed start writes none
   with pytest.raises(checkpoints.ModelMismatchError, match="params/blocks_2/.* is not in "
                      "the checkpoint"):
     _run(moving, workdir, depth=3)
@@ -225,11 +233,11 @@ def test_main_exits_75_on_sigterm_and_names_a_changed_model_in_one_line(tmp_path
                      cwd=REPO, env=_main_env(tmp_path), capture_output=True, text=True,
                      timeout=300)
   assert r.returncode == 2, r.stderr[-3000:]  # a mistake the user fixes (time_jax.console)
-  errors = [l for l in r.stderr.splitlines() if "different model" in l]
-  assert errors == [f"error: the checkpoint in {workdir} was written by a different model: "
-                    "params/blocks_0/attn/proj/bias is (32,) there and (48,) here. Resume "
-                    "with the config it was saved with, or start a new workdir "
-                    f"(checkpoint.init_from={workdir} loads the weights that fit)."], \
-      r.stderr[-3000:]
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+  assert errors == [f"error: config.model.kwargs.embed_dim: 48 here but 32 in the run "
+                    f"{workdir} holds; a run keeps its mode, model, clip size, TIME layer, "
+                    "dataset and normalisation when it resumes or is evaluated. Keep the "
+                    "saved value, or start a new workdir with "
+                    f"--config.checkpoint.init_from={workdir}."], r.stderr[-3000:]
   assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stderr
   assert _steps(workdir) == [str(step)]

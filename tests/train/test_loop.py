@@ -174,7 +174,8 @@ def _trainer(moving, workdir, seed=0, init_from="", **train):
 
 def _close(trainer):
   trainer.ckpt.close()
-  trainer.writer.close()
+  if trainer.writer is not None:
+    trainer.writer.close()
 
 
 @pytest.mark.parametrize("ema_eval", [True, False])

@@ -82,7 +82,6 @@ def _source_variables(moving, workdir, num_classes):
                          splits=moving.splits(), reader=moving.MovingSquareReader())
   trainer.ckpt.save(0, trainer.state, None)
   trainer.ckpt.close()
-  trainer.writer.close()
   return jax.device_get({"params": trainer.state.params})
 
 
@@ -110,7 +109,6 @@ def test_read_variables_into_target_shardings(tmp_path, moving):
   trainer = loop.Trainer(config, str(tmp_path / "run"), splits=moving.splits(),
                          reader=moving.MovingSquareReader())
   trainer.ckpt.close()
-  trainer.writer.close()
   target = {"params": trainer.state.params}
   got, _ = checkpoints.read_variables(str(tmp_path / "source"), target=target)
   values, want_values = _flat(got), _flat(source)

@@ -60,6 +60,7 @@ from time_jax.train import sharding
 from time_jax.train import state as state_lib
 from time_jax.train import steps as steps_lib
 from time_jax.train import tasks
+from time_jax.train import workdir as workdir_lib
 
 
 PARAMETERS_FILE = "parameters.txt"  # the parameter table (name, shape, dtype, size)
@@ -172,13 +173,16 @@ class Trainer:
                splits: base.Splits | None = None, reader=None):
     self.config, self.workdir = config, os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
-    self.writer = metrics_lib.Writer(self.workdir)
+    # Before anything is built or written: what the workdir holds decides.
+    workdir_lib.check_evaluable(config, self.workdir)
+    changed = workdir_lib.check_resume(config, self.workdir)
+    if changed:
+      logging.info("%s %s with changed settings: %s (each start's settings: %s).",
+                   "Evaluating" if config.mode == "eval" else "Resuming", self.workdir,
+                   workdir_lib.describe_changes(changed),
+                   os.path.join(self.workdir, workdir_lib.HISTORY_FILE))
     self.mesh = sharding.make_mesh(config.mesh, devices)
     logging.info("%s", sharding.describe(self.mesh))
-    self.writer.text("config", f"<pre>{config}</pre>")
-    if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, checkpoints.CONFIG_FILE), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
 
     splits = splits if splits is not None else sources.load_splits(config)
     self.train_ds, self.train_info = pipeline.build(config, "train", splits=splits,
@@ -186,9 +190,8 @@ class Trainer:
     self.eval_ds, self.eval_info = pipeline.build(config, "eval", splits=splits,
                                                   reader=reader)
     self.num_classes = self.train_info.num_classes
-    if jax.process_index() == 0:  # label names for `time_jax.predict` and diagnostics
-      with open(os.path.join(self.workdir, checkpoints.CLASS_NAMES_FILE), "w") as f:
-        json.dump([str(c) for c in self.train_info.class_names], f, indent=2)
+    self.changed = changed
+    self.writer: metrics_lib.Writer | None = None  # opened once the start is known good
     self.model = models.from_config(config, self.num_classes)
     self.task = tasks.for_config(config, self.model, self.num_classes)
     self.steps_per_epoch = max(1, self.train_info.steps_per_epoch)
@@ -204,12 +207,25 @@ class Trainer:
     if config.train.ema_decay > 0:
       logging.info("Parameter EMA with decay %g; evaluation uses the %s parameters.",
                    config.train.ema_decay, "EMA" if self.eval_ema else "raw")
-    self._log_parameters()
     self.ckpt = checkpoints.Checkpointer(self.workdir, config)
     self.train_step = steps_lib.jit_train_step(
         self.task.train_step(self.tx), self.shardings, self.mesh,
         remat=config.model.get("remat", "none"))
     self.eval_step = self.task.eval_step(self.shardings, self.mesh)
+
+  def _open(self, step: int) -> None:
+    """Writes what the run's start leaves in the workdir, once the checkpoint it starts
+    from restored (a start that fails before writes nothing): ``config.json`` and the
+    ``runs.jsonl`` entry (`workdir.record_start`), ``class_names.json``,
+    ``parameters.txt``, and opens the metrics writer."""
+    workdir_lib.record_start(self.config, self.workdir, from_step=step,
+                             changed=self.changed)
+    if jax.process_index() == 0:  # label names for `time_jax.predict` and diagnostics
+      with open(os.path.join(self.workdir, checkpoints.CLASS_NAMES_FILE), "w") as f:
+        json.dump([str(c) for c in self.train_info.class_names], f, indent=2)
+    self._log_parameters()
+    self.writer = metrics_lib.Writer(self.workdir)
+    self.writer.text("config", f"<pre>{self.config}</pre>")
 
   def _log_parameters(self) -> None:
     """The parameter table goes to ``parameters.txt``, its total to the log."""
@@ -229,6 +245,8 @@ class Trainer:
     """Runs the eval split once with the EMA or raw parameters (`evaluates_ema`); logs,
     reports and returns the scalars."""
     start = time.time()
+    if self.writer is None:  # called on its own (tests, notebooks)
+      self._open(step)
     state = self.state
     if self.eval_ema:
       state = state.replace(params=state.ema_params)
@@ -250,6 +268,25 @@ class Trainer:
     if self.config.checkpoint.init_from:
       self.state = _init_from(self.config, self.workdir, self.state, self.shardings)
     return 0
+
+  def _evaluate_only(self) -> dict[str, Any]:
+    """``mode='eval'``: the workdir's newest step that restores, else ``init_from``
+    (`workdir.check_evaluable` made sure there is one of them), named in the log."""
+    step = self._restore_or_init(None)
+    self._open(step)
+    init_from = self.config.checkpoint.init_from
+    if step:
+      logging.info("Evaluating step %d of %s%s.", step, self.workdir,
+                   f" (its own checkpoint; checkpoint.init_from={init_from} is not used)"
+                   if init_from else "")
+    elif init_from:
+      logging.info("Evaluating the weights of checkpoint.init_from=%s (%s has no "
+                   "checkpoint of its own).", init_from, self.workdir)
+    else:  # every saved step was damaged and moved aside
+      raise workdir_lib.WorkdirError(
+          f"--config.mode=eval: no saved step of {self.workdir} restores (see the "
+          "warnings above); nothing to evaluate.")
+    return self.evaluate(step, final=True)
 
   def _flush(self, window: list, step: int, since: tuple[int, float]) -> None:
     """Checks the window's losses are finite, then writes their means and shows them.
@@ -294,11 +331,19 @@ class Trainer:
     config = self.config
     train_iter = iter(self.train_ds)
     step = self._restore_or_init(train_iter)
+    self._open(step)
     self.writer.rewind(step)
     first = step + 1  # this run's first step compiles the train step
-    logging.info("%s %s: step %d to %d (%d steps/epoch); step %d compiles first.",
-                 "Resuming" if step else "Training", config.mode, first, self.total_steps,
-                 self.steps_per_epoch, first)
+    if step >= self.total_steps:
+      logging.info("This run has finished: step %d of %d is saved in %s; %s", step,
+                   self.total_steps, self.ckpt.directory,
+                   "evaluating it again (train.eval_at_end). Raise train.num_epochs "
+                   "(or num_steps) to train on." if config.train.eval_at_end else
+                   "nothing to do (train.eval_at_end is off).")
+    else:
+      logging.info("%s %s: step %d to %d (%d steps/epoch); step %d compiles first.",
+                   "Resuming" if step else "Training", config.mode, first,
+                   self.total_steps, self.steps_per_epoch, first)
     self.progress = console.Progress(self.total_steps, enabled=jax.process_index() == 0)
     base_rng = jax.device_get(self.state.rng)  # the state (and its rng) is donated
     preempt = _Preemption()
@@ -350,12 +395,12 @@ class Trainer:
   def run(self) -> dict[str, Any]:
     try:
       if self.config.mode == "eval":
-        step = self._restore_or_init(None)
-        return self.evaluate(step, final=True)
+        return self._evaluate_only()
       return self.train()
     finally:
       self.ckpt.close()
-      self.writer.close()
+      if self.writer is not None:
+        self.writer.close()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None,
@@ -370,4 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     splits, reader: records and a clip reader instead of ``config.dataset``'s
       (tests, or callers with their own source); see `pipeline.build`.
   """
-  return Trainer(config, workdir, devices, splits=splits, reader=reader).run()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.hold(workdir):  # one run per workdir
+    return Trainer(config, workdir, devices, splits=splits, reader=reader).run()
