@@ -68,9 +68,10 @@ class Model:
           f"{path}.json does not belong to {path}: the sidecar says {self.cells_shape[0]} "
           f"frames of {self.cells_shape[1]}x{self.cells_shape[2]} per view, the artifact "
           f"takes {want[0]} of {want[1]}x{want[2]}; export them again together.")
-    if jax.default_backend() not in self.exported.platforms:
+    here = jax.export.default_export_platform()  # 'cuda' on an NVIDIA GPU, not 'gpu'
+    if here not in self.exported.platforms:
       raise ExportError(f"{path} is lowered for {', '.join(self.exported.platforms)}, not "
-                        f"for this {jax.default_backend()}; export it with --platforms.")
+                        f"for this {here}; export it with --platforms.")
     self._call = jax.jit(self.exported.call)
 
   def __call__(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +136,7 @@ def decode(path: str, indices: np.ndarray | None = None,
       if not container.streams.video:
         raise ExportError(f"{path}: the file has no video stream.")
       stream = container.streams.video[0]
+      stream.thread_type = "AUTO"  # the codec's threads: the same pixels, sooner
       if count_only:
         return sum(1 for packet in container.demux(stream) if packet.size)
       wanted, got = set(indices.tolist()), {}
@@ -144,7 +146,7 @@ def decode(path: str, indices: np.ndarray | None = None,
         if i >= indices.max():
           break
   except (av.error.FFmpegError, OSError) as e:
-    raise ExportError(f"{path}: cannot decode it ({e}).") from e
+    raise ExportError(f"{path}: cannot read it as a video ({e}).") from e
   if len(got) < len(wanted):
     raise ExportError(f"{path}: only {len(got)} of the {len(wanted)} wanted frames decode.")
   return np.stack([got[i] for i in indices.tolist()])
@@ -201,6 +203,9 @@ def read_views(path: str, meta: dict, clips: int | None = None,
                crops: int | None = None) -> np.ndarray:
   """uint8 ``[clips·crops, frames_per_clip, cell_h, cell_w, 3]``, ordered
   ``clip·crops + crop`` (default: the sidecar's evaluation views)."""
+  if meta["modality"] != "rgb":
+    raise ExportError(f"the model takes {meta['modality']} clips; this client reads RGB "
+                      "videos (give the model uint8 cells of your own).")
   clips = clips or meta["views"]["clips"]
   crops = crops or meta["views"]["crops"]
   count = decode(path, count_only=True)

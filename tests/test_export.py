@@ -2,9 +2,7 @@
 `time_jax.predict` for batch 1 and 7 from one artifact; it carries a CUDA lowering; a
 mismatched sidecar or input is one clear line; EMA and ported checkpoints export."""
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -16,7 +14,6 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from time_jax import checkpoints
 from time_jax import export
 from time_jax import models
 from time_jax import predict
@@ -65,7 +62,7 @@ def _random_variables(model, x):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  """A tiny VideoMAE run with an EMA (evaluated by default), its export, two videos."""
+  """A tiny VideoMAE run with an EMA (evaluated by default), its export, three videos."""
   root = tmp_path_factory.mktemp("export")
   model = models.create("videomae_s", num_classes=3, image_size=h.IMAGE,
                         num_frames=h.FRAMES, **h.TINY)
@@ -89,7 +86,7 @@ def setup(tmp_path_factory):
 _DRIVER = """
 import contextlib, io, json, sys
 import numpy as np
-client_path, artifact, tall, wide, short, mismatched, out = sys.argv[1:]
+client_path, artifact, tall, wide, short, broken, mismatched, out = sys.argv[1:]
 sys.path.insert(0, client_path.rsplit("/", 1)[0])
 import classify_exported as client
 model = client.Model(artifact)
@@ -102,7 +99,7 @@ try:
   model(a[:, :-1])
 except client.ExportError as e:
   report["wrong_frames"] = str(e)
-for name, argv in (("cli", [artifact, wide, short, "--views", "1x3", "--top", "3"]),
+for name, argv in (("cli", [artifact, wide, broken, short, "--views", "1x3", "--top", "3"]),
                    ("mismatched", [mismatched, wide])):
   stdout, stderr = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -126,9 +123,12 @@ def run(setup):
   with open(export.sidecar_path(mismatched), "w") as f:
     json.dump(meta, f)
   out = str(root / "client.npz")
+  broken = root / "broken.mp4"
+  broken.write_bytes(b"not a video")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", _DRIVER, CLIENT, setup["artifact"],
-                         setup["tall"], setup["wide"], setup["short"], mismatched, out],
+                         setup["tall"], setup["wide"], setup["short"], broken, mismatched,
+                         out],
                         capture_output=True, text=True, env=env, cwd=str(root), check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -166,7 +166,8 @@ def test_features_are_the_heads_input(setup, run):
 def test_client_cli_prints_the_top_classes_of_predict(setup, run):
   report, _ = run
   status, out, err = report["cli"]
-  assert status == 0 and err == ""
+  assert status == 1  # one video failed, with one line; the others are classified
+  assert err.startswith("error: ") and err.count("\n") == 1 and "broken.mp4" in err
   lines = out.splitlines()
   assert len(lines) == 8
   results = predict.predict(setup["workdir"], [setup["wide"], setup["short"]],

@@ -117,6 +117,12 @@ def _choice(config, section: str, field: str, default: str, allowed: Sequence[st
   return value
 
 
+def _rules(config) -> tuple[str, str]:
+  """``(sampling rule, merge)`` of the checkpoint's config, checked."""
+  return (_choice(config, "time", "sampling", "segments", SAMPLING_RULES),
+          _choice(config, "input", "eval_merge", "logits", MERGE_RULES))
+
+
 def _aval(aval) -> dict[str, Any]:
   return dict(shape=[d if isinstance(d, int) else str(d) for d in aval.shape],
               dtype=str(aval.dtype))
@@ -127,8 +133,7 @@ def sidecar(ckpt: checkpoints.Checkpoint, exported: jax.export.Exported,
   """What a client needs to feed ``exported`` and read its outputs (JSON-ready)."""
   config, t, i = ckpt.config, ckpt.config.time, ckpt.config.input
   frames, cell_h, cell_w, _ = input_shape(config)
-  sampling = _choice(config, "time", "sampling", "segments", SAMPLING_RULES)
-  merge = _choice(config, "input", "eval_merge", "logits", MERGE_RULES)
+  sampling, merge = _rules(config)
   stats = inputs.stats(config)
   logits, features = exported.out_avals
   return {
@@ -170,6 +175,7 @@ def write(ckpt: checkpoints.Checkpoint, out: str,
   if unknown or not platforms:
     raise ValueError(f"--platforms {','.join(platforms)}: lower for some of "
                      f"{', '.join(KNOWN_PLATFORMS)} (jax.export's names; 'cuda', not 'gpu').")
+  _rules(ckpt.config)  # before the export, which takes a while for a large model
   exported = export(ckpt, platforms)
   meta = sidecar(ckpt, exported, out)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
