@@ -50,7 +50,8 @@ def read_views(path: str, config: ml_collections.ConfigDict, *, clips: int = 1,
   return np.stack(views)
 
 
-def _stats(config) -> dict[str, tuple[float, ...]]:
+def stats(config) -> dict[str, tuple[float, ...]]:
+  """``{'mean', 'std'}``: the config's per-channel normalisation on the [0, 1] scale."""
   mean = config.input.get("mean", time_layer.IMAGENET_MEAN)
   std = config.input.get("std", time_layer.IMAGENET_STD)
   return dict(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
@@ -62,11 +63,11 @@ def model_input(cells: np.ndarray, config: ml_collections.ConfigDict) -> jnp.nda
   size = (int(config.image_size),) * 2
   return time_layer.preprocess_jit(jnp.asarray(cells), n=int(config.time.n),
                                    arrangement=str(config.time.arrangement), size=size,
-                                   **_stats(config))
+                                   **stats(config))
 
 
 def to_uint8(x: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
   """Normalised ``[..., H, W, 3]`` -> uint8 frames (``x · std + mean``, clipped)."""
-  s = _stats(config)
+  s = stats(config)
   x = np.asarray(x, np.float32) * np.asarray(s["std"]) + np.asarray(s["mean"])
   return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)

@@ -5,7 +5,8 @@ takes keyword arguments ``num_classes``, ``image_size`` (H = W of the
 model input), ``num_frames`` (T* frames per clip), ``dtype`` (compute dtype; parameters
 stay float32) and model-specific options from ``config.model``; the transformers (ViT,
 VideoMAE) also take ``remat`` (`transformer.remat_block`). Classifiers map
-``x: [batch, time, H, W, c]`` to ``logits: [batch, num_classes]``.
+``x: [batch, time, H, W, c]`` to ``logits: [batch, num_classes]``; `logits_and_features`
+adds the pooled pre-logits features every model sows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 
 import jax.numpy as jnp
 import ml_collections
+import jax
 from flax import linen as nn
 
 # name -> (module, constructor). A small explicit table: names come from configs.
@@ -82,3 +84,21 @@ def from_config(config: ml_collections.ConfigDict, num_classes: int, *, dtype=No
     dtype = COMPUTE_DTYPES[config.model.dtype]
   return create(name, num_classes=num_classes, image_size=int(config.image_size),
                 num_frames=int(config.time.t_out), dtype=dtype, **kwargs)
+
+
+def logits_and_features(model: nn.Module, variables, x: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:
+  """``(logits [batch, num_classes], features [batch, embed])`` of a classifier at eval.
+
+  ``features`` are the pooled pre-logits features the model sows as ``pre_logits`` (the
+  input of its head, averaged over time: ``logits = features @ head.kernel + head.bias``).
+  Capturing them makes ``'intermediates'`` mutable, so attention takes the explicit
+  softmax (`ops.attention`); cuDNN's fused kernel, for 16-bit compute only, is not used.
+
+  Args:
+    model: a classifier of `MODELS` (``num_classes > 0``).
+    variables: its ``{'params', 'batch_stats'?}``.
+    x: ``[batch, time, H, W, c]``, normalised.
+  """
+  logits, state = model.apply(variables, x, train=False, mutable="intermediates")
+  return logits, state["intermediates"]["pre_logits"][0]
