@@ -10,7 +10,10 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
 * ``seed``: the run's seed: the initialisation, the training step's randomness (mixup,
   masks, drop path) and, unless ``input.shuffle_seed`` is set (>= 0), the data order and
   augmentation; one ``--config.seed=S`` varies the whole run.
-* ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer);
+* ``image_size`` (H* = W*); ``time.{n, t_out, arrangement}`` (the TIME layer),
+  ``time.sampling`` (which frames a clip takes: ``'segments'``, TIME's T*·N² uniform
+  segments over the whole video, or ``'dense'``, VideoMAE's T*·N² frames every
+  ``time.dense_stride`` frames of a window: `time_jax.data.transforms.Sampling`);
   ``dataset`` / ``input``: `time_jax.data.config`.
 * ``model``: ``name`` (a key of `time_jax.models.MODELS`), ``dtype`` (compute dtype,
   ``'bfloat16'`` or ``'float32'``; parameters and optimizer state stay float32),
@@ -65,7 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = "finetune"
   c.seed = 0
   c.image_size = 224
-  c.time = ml_collections.ConfigDict(dict(n=2, t_out=16, arrangement="spatial"))
+  # The TIME layer; sampling: 'segments' (TIME's uniform segments over the whole video)
+  # or 'dense' (VideoMAE's: t_out·n² frames every dense_stride frames of a window).
+  c.time = ml_collections.ConfigDict(dict(n=2, t_out=16, arrangement="spatial",
+                                          sampling="segments", dense_stride=4))
   c.dataset = data_config.dataset_defaults()
   c.input = data_config.input_defaults()
   c.model = ml_collections.ConfigDict(dict(
@@ -127,6 +133,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _fail("mode", f"{config.mode!r} is unknown; use one of {MODES}.")
   if config.time.arrangement not in ("spatial", "temporal"):
     _fail("time.arrangement", f"{config.time.arrangement!r}; use 'spatial' or 'temporal'.")
+  if config.time.sampling not in ("segments", "dense"):
+    _fail("time.sampling", f"{config.time.sampling!r}; use 'segments' (TIME's) or 'dense' "
+          "(VideoMAE's).")
+  if config.time.dense_stride < 1:
+    _fail("time.dense_stride", f"{config.time.dense_stride} must be >= 1.")
   m = config.model
   if m.name not in models.MODELS:
     _fail("model.name", f"{m.name!r} is not a model; choose one of {sorted(models.MODELS)}.")

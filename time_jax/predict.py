@@ -7,8 +7,9 @@ CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
 is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size):
 ``--views K×C`` takes K temporal clips times C in {1, 3} spatial crops (default: the
-run's ``input.eval_clips`` × ``input.eval_crops``), averages their logits as evaluation
-does, and reports the softmax of the mean. A run trained with a parameter EMA
+run's ``input.eval_clips`` × ``input.eval_crops``) and merges them as the run's
+evaluation does (``input.eval_merge``: the mean of the views' softmaxes, or the softmax
+of their mean logits; `time_jax.train.metrics.merge_views`). A run trained with a parameter EMA
 (``train.ema_decay > 0``) predicts with the parameters its evaluation used: the EMA when
 ``train.ema_eval`` (the default), else the raw ones; ``--ema`` / ``--no-ema`` choose.
 
@@ -43,6 +44,7 @@ import numpy as np
 from time_jax.data.base import DecodeError
 from time_jax import checkpoints
 from time_jax.diagnose import inputs
+from time_jax.train import metrics
 
 
 @dataclasses.dataclass
@@ -52,7 +54,7 @@ class Prediction:
   Attributes:
     video: the file.
     top: ``[(class name, probability)]``, most probable first.
-    probabilities: float ``[num_classes]``, softmax of the view-averaged logits.
+    probabilities: float ``[num_classes]``, the views merged (``input.eval_merge``).
     views: clips × crops averaged.
     ema: the run's EMA parameters made it (else its raw parameters).
     checkpoint: the checkpoint folder.
@@ -118,6 +120,7 @@ class Predictor:
     self.clips = int(clips or i.get("eval_clips", 1))
     self.crops = int(crops or i.get("eval_crops", 1))
     parse_views(f"{self.clips}x{self.crops}")
+    self.merge = str(i.get("eval_merge", "logits"))
     model = self.ckpt.build_model()
     self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
     self.variables = jax.device_put(self.ckpt.variables)
@@ -137,9 +140,7 @@ class Predictor:
     return np.asarray(self._apply(self.variables, x), np.float32)
 
   def predict_one(self, video: str, top_k: int = 5) -> Prediction:
-    logits = self.logits(video).astype(np.float64).mean(0)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    probs = metrics.merge_views(self.logits(video), self.merge)
     order = np.argsort(-probs, kind="stable")[:top_k]
     return Prediction(video, [(self.class_names[k], float(probs[k])) for k in order],
                       probs.astype(np.float32), self.clips * self.crops, self.ckpt.ema,

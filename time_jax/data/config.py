@@ -78,6 +78,11 @@ def input_defaults() -> ml_collections.ConfigDict:
       # visits every video once (repeats views each); the learning rate scales with
       # batch_size / repeats videos (time_jax/data/pipeline.py, train/optimizer.py).
       repeats=1,
+      # The frames of a video's repeated views: 'shared' (one frame set, the views
+      # differ in their spatial augmentation: VideoMAE's num_sample) or 'own' (each
+      # view draws its own frames where the reader decodes runs of frames anyway:
+      # video files, MSR .bin; elsewhere they share).
+      repeat_frames="own",
       # Training augmentation, one draw per clip on the original frames.
       temporal_jitter=True,  # random frame inside each segment (frame_indices rng)
       # 'random_resized' (crop_scale, crop_ratio) or 'multiscale' (VideoMAE
@@ -103,6 +108,9 @@ def input_defaults() -> ml_collections.ConfigDict:
       eval_crop_fraction=0.875,
       eval_clips=1,         # K temporal clips per video
       eval_crops=1,         # 1 (centre) or 3 (both ends and centre of the long side)
+      # How a video's K×crops views are merged: 'logits' (softmax of the mean logits)
+      # or 'softmax' (the mean of the views' softmaxes, VideoMAE's test merge).
+      eval_merge="logits",
       max_retries=8,        # replacement records tried after a decode failure
       # On-device normalisation (time_layer.preprocess), per channel on the [0, 1]
       # scale: ImageNet statistics, which ImageNet/Kinetics-pretrained weights expect;
@@ -270,6 +278,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       fail(f"input.{field}", f"{tuple(i[field])}: give 1 or 3 per-channel values.")
   if min(i.std) <= 0:
     fail("input.std", f"{tuple(i.std)}: every value must be > 0.")
+  if i.repeat_frames not in ("shared", "own"):
+    fail("input.repeat_frames", f"{i.repeat_frames!r}; use 'shared' or 'own'.")
+  if i.eval_merge not in ("logits", "softmax"):
+    fail("input.eval_merge", f"{i.eval_merge!r}; use 'logits' or 'softmax'.")
   if i.eval_crops not in (1, 3):
     fail("input.eval_crops", f"{i.eval_crops}; use 1 (centre) or 3.")
   if i.read_threads < 1:

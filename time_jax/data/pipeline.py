@@ -16,20 +16,23 @@ Entry point::
 ``input.eval_batch_size``), each process reading its own shard of the records
 (training: ``[i::count]``; evaluation: the i-th contiguous block of views):
 
-* ``frames``: uint8 ``[B, t_out·n·n, H*/N, W*/N, 3]``, the frames
-  ``time_layer.frame_indices`` chose, in temporal order, each resized to the cell size
+* ``frames``: uint8 ``[B, t_out·n·n, H*/N, W*/N, 3]``, the frames the config's
+  sampling chose (`transforms.Sampling`: TIME's segments or VideoMAE's dense window),
+  in temporal order, each resized to the cell size
   ``image_size // n`` (square); `time_layer.preprocess` arranges them on device.
 * ``label``: int32 ``[B]``, the class index.
 * ``index``: int32 ``[B]``, the record index in ``info.records`` (after a bad-file
   replacement: the record the frames came from; -1 for eval padding).
 * eval only: ``view`` int32 ``[B]`` = ``clip · eval_crops + crop``, and ``valid``
   bool ``[B]``: False for padding that fills the last batch and for videos that failed
-  to decode (reported by the monitor). Average logits over views with the same index.
+  to decode (reported by the monitor). Merge the views with the same index
+  (``input.eval_merge``: `time_jax.train.metrics.merge_views`).
 
 Repeated views (``input.repeats = k``, VideoMAE's ``num_sample``): each video is read
 and decoded ONCE per visit and gives k training views, each with its own crop, flip and
-rotation (and its own temporal jitter where the reader decodes runs of frames anyway,
-see `_ViewFrames`); the k views sit next to each other in the batch, so a batch of B
+rotation; with ``input.repeat_frames='own'`` also its own frames where the reader
+decodes runs of frames anyway (see `_ViewFrames`), with ``'shared'`` (VideoMAE's) the
+same frames. The k views sit next to each other in the batch, so a batch of B
 clips holds B / k videos. An epoch is one visit of every video, i.e. k views of each:
 ``steps_per_epoch = k · num_examples // batch_size``. (The learning rate scales with
 the videos per step, B / k: `time_jax.train.optimizer`.)
@@ -96,7 +99,6 @@ class _Spec:
   cell: tuple[int, int]
   depth: bool
   depth_max: float
-  jitter: bool
   scale: tuple[float, float]
   ratio: tuple[float, float]
   flip: bool
@@ -111,6 +113,8 @@ class _Spec:
   crop_mode: str = "random_resized"
   multiscale_scales: tuple[float, ...] = transforms.MULTISCALE_SCALES
   multiscale_max_distort: int = 1
+  sampling: transforms.Sampling = transforms.Sampling()
+  repeat_frames: str = "own"
 
   @property
   def frames_shape(self) -> tuple[int, ...]:
@@ -122,14 +126,15 @@ def _spec(config) -> _Spec:
   cell = config.image_size // t.n
   return _Spec(
       t_out=t.t_out, n=t.n, cell=(cell, cell), depth=d.modality == "depth",
-      depth_max=float(d.depth_max), jitter=bool(i.temporal_jitter),
+      depth_max=float(d.depth_max),
       scale=tuple(i.crop_scale), ratio=tuple(i.crop_ratio), flip=bool(i.flip),
       rotation=float(i.rotation), crop_fraction=float(i.eval_crop_fraction),
       clips=int(i.eval_clips), crops=int(i.eval_crops), max_retries=int(i.max_retries),
       repeats=int(i.repeats), randaugment=str(i.randaugment),
       randaugment_on=str(i.randaugment_on), crop_mode=str(i.crop_mode),
       multiscale_scales=tuple(float(x) for x in i.multiscale_scales),
-      multiscale_max_distort=int(i.multiscale_max_distort))
+      multiscale_max_distort=int(i.multiscale_max_distort),
+      sampling=transforms.sampling(config), repeat_frames=str(i.repeat_frames))
 
 
 def _read_check(reader: ClipReader, record: Record, frames, want: int) -> np.ndarray:
@@ -144,11 +149,11 @@ def _read_check(reader: ClipReader, record: Record, frames, want: int) -> np.nda
 class _ViewFrames:
   """The chooser of a training element's ``repeats`` views, read in ONE reader call.
 
-  Each view draws its segment frames (`transforms.clip_indices`, with jitter); the
-  reader is asked for the sorted distinct union, and `positions` maps a view's frames
-  into what was read. Where extra frames cost a decode each (``own_frames=False``:
-  JPEG caches and frame folders) every view takes the first view's frames; where the
-  reader decodes runs of frames anyway (video files, MSR .bin) each view has its own.
+  Each view draws its frames (``spec.sampling.train``: segments with jitter, or a dense
+  window); the reader is asked for the sorted distinct union, and `positions` maps a
+  view's frames into what was read. With ``own_frames`` each view draws its own; else
+  (``input.repeat_frames='shared'``, or readers where extra frames cost a decode each:
+  JPEG caches and frame folders) every view takes the first view's frames.
   The reader may call it more than once (a video recounted after a failed pass); the
   last call counts.
   """
@@ -161,9 +166,7 @@ class _ViewFrames:
   def __call__(self, num_frames: int) -> np.ndarray:
     s = self.spec
     draws = s.repeats if self.own_frames else 1
-    self.per_view = [
-        transforms.clip_indices(num_frames, s.t_out, s.n, rng=self.rng if s.jitter else None)
-        for _ in range(draws)]
+    self.per_view = [s.sampling.train(num_frames, self.rng) for _ in range(draws)]
     self.union = np.unique(np.concatenate(self.per_view))
     return self.union
 
@@ -187,8 +190,10 @@ class TrainElement:
 
   def __init__(self, records: Sequence[Record], reader: ClipReader, spec: _Spec):
     self.records, self.reader, self.spec = list(records), reader, spec
-    # Readers that decode runs of frames anyway let each view draw its own frames.
-    self.own_frames = bool(getattr(reader, "extra_frames_free", False))
+    # Readers that decode runs of frames anyway let each view draw its own frames,
+    # unless the views are to share them (VideoMAE's num_sample).
+    self.own_frames = (spec.repeat_frames == "own"
+                       and bool(getattr(reader, "extra_frames_free", False)))
     self.augment = randaugment.RandAugment(spec.randaugment) if spec.randaugment else None
 
   def __call__(self, index, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -269,8 +274,7 @@ class EvalElement:
       hit = self._clips.get(key)
     if hit is None:
       s = self.spec
-      choose = functools.partial(transforms.clip_indices, t_out=s.t_out, n=s.n,
-                                 clip=clip, num_clips=s.clips)
+      choose = functools.partial(s.sampling.eval, clip=clip, num_clips=s.clips)
       try:
         frames = _read_check(self.reader, self.records[idx],
                              self.reader.read(self.records[idx], choose),

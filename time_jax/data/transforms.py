@@ -12,7 +12,9 @@ the frame that the view samples, written straight into the output clip.
   VideoMAE's multi-scale crop, horizontal flip, rotation, then resize to the cell size.
 * Evaluation (`eval_view`): short side resized to ``cell / crop_fraction``, then a
   centre crop, or one of 3 crops along the long side (both ends and centre).
-* `clip_indices`: the frames of temporal clip k of K, through `time_layer.frame_indices`.
+* `clip_indices`: the frames of temporal clip k of K, through `time_layer.frame_indices`;
+  `Sampling` chooses between those segments and VideoMAE's dense windows
+  (``config.time.sampling``).
 * `depth_to_uint8`: raw depth -> [0, 255] uint8 by a fixed maximum or the clip's range.
 
 Randomness comes only from the ``np.random.Generator`` passed in, which the pipeline
@@ -86,6 +88,125 @@ def clip_indices(num_frames: int, t_out: int, n: int, *, clip: int = 0,
     return time_layer.frame_indices(num_frames, t_out, n, rng=rng)
   return time_layer.frame_indices(num_frames, t_out, n,
                                   rng=_SegmentPosition(clip, num_clips))
+
+
+SAMPLINGS = ("segments", "dense")
+DENSE_STRIDE = 4  # VideoMAE's --sampling_rate
+
+
+def dense_train_indices(num_frames: int, length: int, stride: int,
+                        rng: np.random.Generator) -> np.ndarray:
+  """VideoMAE fine-tuning's training frames (``VideoClsDataset.loadvideo_decord``).
+
+  A window of ``length · stride`` frames ends at ``end ~ U{length·stride, ...,
+  num_frames - 1}``; ``length`` frames are spread over it by
+  ``linspace(end - length·stride, end, length)``, clipped to ``end - 1`` and truncated.
+  A video no longer than the window takes ``num_frames // stride`` frames spread over
+  it, then repeats its last frame.
+
+  Returns:
+    int64 ``[length]``, non-decreasing, in ``[0, num_frames)``.
+  """
+  window = length * stride
+  if num_frames <= window:
+    idx = np.linspace(0, num_frames, num=num_frames // stride)
+    idx = np.concatenate([idx, np.full(length - num_frames // stride, num_frames)])
+    return np.clip(idx, 0, num_frames - 1).astype(np.int64)
+  end = int(rng.integers(window, num_frames))
+  idx = np.linspace(end - window, end, num=length)
+  return np.clip(idx, end - window, end - 1).astype(np.int64)
+
+
+def dense_pretrain_indices(num_frames: int, length: int, stride: int,
+                           rng: np.random.Generator) -> np.ndarray:
+  """VideoMAE pretraining's frames (``VideoMAE._sample_train_indices`` and its loader).
+
+  The window of ``length · stride`` frames starts at ``U{0, ..., num_frames -
+  length·stride}`` (0 when it does not fit) and takes every ``stride``-th frame; a step
+  that would pass the video's second-last frame repeats the frame instead.
+
+  Returns:
+    int64 ``[length]``, non-decreasing, in ``[0, num_frames)``.
+  """
+  window = length * stride
+  room = num_frames - window + 1
+  offset = int(rng.integers(room)) + 1 if room > 0 else 1  # 1-based, as the original
+  out = []
+  for _ in range(length):
+    out.append(offset - 1)
+    if offset + stride < num_frames:
+      offset += stride
+  return np.asarray(out, np.int64)
+
+
+def dense_eval_indices(num_frames: int, length: int, stride: int, clip: int,
+                       num_clips: int) -> np.ndarray:
+  """VideoMAE's test frames (``VideoClsDataset`` in ``'test'`` mode): every
+  ``stride``-th frame, padded with the last to ``length``; clip ``k`` of ``K`` starts
+  ``int(k · (len - length) / (K - 1))`` into them. One clip (VideoMAE divides by
+  ``K - 1``, so it has none) takes the middle window.
+
+  Returns:
+    int64 ``[length]``, non-decreasing, in ``[0, num_frames)``.
+  """
+  idx = list(range(0, num_frames, stride))
+  idx += [idx[-1]] * max(length - len(idx), 0)
+  if num_clips > 1:
+    start = int(clip * max((len(idx) - length) / (num_clips - 1), 0))
+  else:
+    start = (len(idx) - length) // 2
+  return np.asarray(idx[start:start + length], np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """Which frames of a video a clip takes: ``config.time.sampling``.
+
+  * ``'segments'`` (TIME's, `time_layer.frame_indices`): ``t_out·n²`` uniform
+    segments over the whole video; training draws a frame in each (``jitter``, else
+    their starts), evaluation clip k of K takes the point ``(k + 1/2) / K`` of each.
+  * ``'dense'`` (VideoMAE's): ``t_out·n²`` frames at ``stride`` from a window of
+    ``t_out·n²·stride`` frames: `dense_train_indices` when fine-tuning,
+    `dense_pretrain_indices` when pretraining, `dense_eval_indices` for evaluation.
+
+  Attributes:
+    rule, t_out, n, stride: as above.
+    pretrain: the run pretrains (the dense training rule).
+    jitter: the segments' training jitter (``input.temporal_jitter``).
+  """
+  rule: str = "segments"
+  t_out: int = 16
+  n: int = 2
+  stride: int = DENSE_STRIDE
+  pretrain: bool = False
+  jitter: bool = True
+
+  @property
+  def length(self) -> int:
+    return self.t_out * self.n * self.n
+
+  def train(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """int64 ``[t_out·n²]`` training frames, drawn with ``rng``."""
+    if self.rule == "dense":
+      fn = dense_pretrain_indices if self.pretrain else dense_train_indices
+      return fn(num_frames, self.length, self.stride, rng)
+    return clip_indices(num_frames, self.t_out, self.n, rng=rng if self.jitter else None)
+
+  def eval(self, num_frames: int, clip: int = 0, num_clips: int = 1) -> np.ndarray:
+    """int64 ``[t_out·n²]`` frames of evaluation clip ``clip`` of ``num_clips``."""
+    if self.rule == "dense":
+      return dense_eval_indices(num_frames, self.length, self.stride, clip, num_clips)
+    return clip_indices(num_frames, self.t_out, self.n, clip=clip, num_clips=num_clips)
+
+
+def sampling(config) -> Sampling:
+  """The `Sampling` of a config (``time.{sampling, dense_stride, t_out, n}``, ``mode``,
+  ``input.temporal_jitter``); configs written before the field existed: segments."""
+  t = config.time
+  return Sampling(rule=str(t.get("sampling", "segments")), t_out=int(t.t_out), n=int(t.n),
+                  stride=int(t.get("dense_stride", DENSE_STRIDE)),
+                  pretrain=config.get("mode") == "pretrain",
+                  jitter=bool(config.input.get("temporal_jitter", True)))
 
 
 # ----------------------------------------------------------------------------------

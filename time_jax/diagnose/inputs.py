@@ -1,7 +1,7 @@
 """A video file -> the model input of a checkpoint, exactly as evaluation builds it.
 
-The frames come from `transforms.clip_indices` (temporal clip k of K, segment
-positions of `time_layer.frame_indices`), the view from `transforms.eval_view` (short
+The frames come from the config's sampling (`transforms.Sampling.eval`: temporal clip
+k of K of TIME's segments or of VideoMAE's dense windows), the view from `transforms.eval_view` (short
 side resized, centre or one of 3 crops) at the cell size ``image_size // n``, and the
 on-device step is `time_layer.preprocess` with the config's normalisation.
 """
@@ -35,13 +35,12 @@ def read_views(path: str, config: ml_collections.ConfigDict, *, clips: int = 1,
   Raises:
     DecodeError: the file is missing or cannot be decoded.
   """
-  t = config.time
-  cell = (int(config.image_size) // t.n,) * 2
+  cell = (int(config.image_size) // config.time.n,) * 2
   fraction = float(config.input.get("eval_crop_fraction", 0.875))
+  sampling = transforms.sampling(config)
   views = []
   for clip in range(clips):
-    choose = functools.partial(transforms.clip_indices, t_out=t.t_out, n=t.n, clip=clip,
-                               num_clips=clips)
+    choose = functools.partial(sampling.eval, clip=clip, num_clips=clips)
     frames, _ = video_lib.read_video(path, choose)
     for crop in range(crops):
       view = transforms.eval_view(frames.shape[1], frames.shape[2], cell,

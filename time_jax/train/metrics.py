@@ -67,17 +67,49 @@ class ViewTally:
             f"{prefix}/failed_views": sum(self.failed.values())}
 
 
+MERGES = ("logits", "softmax")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.asarray(logits, np.float64)
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def merge_views(logits: np.ndarray, merge: str = "logits") -> np.ndarray:
+  """One video's class probabilities from its views' logits (``input.eval_merge``).
+
+  ``'softmax'``: the mean of the views' softmaxes (VideoMAE's test merge);
+  ``'logits'``: the softmax of the mean logits.
+
+  Args:
+    logits: ``[views, num_classes]``.
+    merge: one of `MERGES`.
+
+  Returns:
+    float64 ``[num_classes]``, summing to 1.
+  """
+  if merge == "softmax":
+    return _softmax(logits).mean(0)
+  if merge == "logits":
+    return _softmax(np.asarray(logits, np.float64).mean(0))
+  raise ValueError(f"merge_views: merge {merge!r}; use one of {MERGES}.")
+
+
 class EvalAccumulator:
-  """Sums logits per video over views; reports accuracy after all batches.
+  """Merges each video's views (`merge_views`'s rules); reports accuracy after all
+  batches.
 
   Views that failed to decode (``valid`` False) are left out of the sums and tallied
   (`ViewTally`); a video none of whose views decoded is excluded from every metric and
   listed by `result`.
   """
 
-  def __init__(self, num_classes: int):
-    self.num_classes = num_classes
-    self.logits: dict[int, np.ndarray] = {}
+  def __init__(self, num_classes: int, merge: str = "logits"):
+    if merge not in MERGES:
+      raise ValueError(f"EvalAccumulator: merge {merge!r}; use one of {MERGES}.")
+    self.num_classes, self.merge = num_classes, merge
+    self.sums: dict[int, np.ndarray] = {}  # per video: summed logits or probabilities
     self.views: dict[int, int] = {}
     self.labels: dict[int, int] = {}
     self.tally = ViewTally()
@@ -86,12 +118,14 @@ class EvalAccumulator:
           valid: np.ndarray) -> None:
     """One gathered batch: ``logits [B, C]``, ``label, index, valid [B]``."""
     self.tally.add(index, valid)
-    probs = np.asarray(logits, np.float64)
-    for row, lab, idx, ok in zip(probs, label, index, valid):
+    scores = np.asarray(logits, np.float64)
+    if self.merge == "softmax":  # the mean of the views' probabilities
+      scores = _softmax(scores)
+    for row, lab, idx, ok in zip(scores, label, index, valid):
       if not ok:
         continue
       idx = int(idx)
-      self.logits[idx] = self.logits.get(idx, 0.0) + row
+      self.sums[idx] = self.sums.get(idx, 0.0) + row
       self.views[idx] = self.views.get(idx, 0) + 1
       self.labels[idx] = int(lab)
 
@@ -107,19 +141,19 @@ class EvalAccumulator:
       columns: predicted).
     """
     c = self.num_classes
-    out = dict(num_videos=len(self.logits), excluded=self.tally.excluded(),
+    out = dict(num_videos=len(self.sums), excluded=self.tally.excluded(),
                partial=self.tally.partial(),
                failed_views=sum(self.tally.failed.values()))
-    if not self.logits:
+    if not self.sums:
       out.update(top1=float("nan"), per_class=np.full(c, np.nan),
                  confusion=np.zeros((c, c), np.int64))
       if c > 5:
         out["top5"] = float("nan")
       return out
-    idx = sorted(self.logits)
-    logits = np.stack([self.logits[i] / self.views[i] for i in idx])
+    idx = sorted(self.sums)
+    scores = np.stack([self.sums[i] / self.views[i] for i in idx])  # [videos, C]
     labels = np.asarray([self.labels[i] for i in idx])
-    pred = logits.argmax(-1)
+    pred = scores.argmax(-1)
     confusion = np.zeros((c, c), np.int64)
     np.add.at(confusion, (labels, pred), 1)
     totals = confusion.sum(1)
@@ -128,7 +162,7 @@ class EvalAccumulator:
     out.update(top1=float(np.mean(pred == labels)), per_class=per_class,
                confusion=confusion)
     if c > 5:
-      top5 = np.argsort(-logits, axis=-1)[:, :5]
+      top5 = np.argsort(-scores, axis=-1)[:, :5]
       out["top5"] = float(np.mean((top5 == labels[:, None]).any(-1)))
     return out
 

@@ -88,7 +88,8 @@ class Classification:
                mesh: Mesh) -> tuple[dict[str, float], dict[str, Any]]:
     """``(scalars, result)``: multi-view top-1 (and top-5 with more than 5 classes),
     the `ViewTally` counts, and `EvalAccumulator.result`."""
-    acc = metrics_lib.EvalAccumulator(self.num_classes)
+    acc = metrics_lib.EvalAccumulator(self.num_classes,
+                                      self.config.input.get("eval_merge", "logits"))
     for batch in batches:
       gb = steps_lib.global_batch(batch, mesh, keys=("frames",))
       logits = gather(eval_step(state, gb))
@@ -104,7 +105,8 @@ class Classification:
                     writer: metrics_lib.Writer, workdir: str,
                     info: pipeline.PipelineInfo) -> None:
     """At the final evaluation, on process 0: the confusion matrix and
-    ``eval_results.json``: ``step``, ``top1``, ``top5`` (more than 5 classes only),
+    ``eval_results.json``: ``step``, ``top1``, ``views`` per video and how they were
+    merged (``merge``, ``input.eval_merge``), ``top5`` (more than 5 classes only),
     ``num_videos`` scored, ``mean_class_accuracy``, and the paths of the eval split's
     (``info.records``) ``excluded`` videos (no view decoded; in no metric) and
     ``partial`` ones (scored on the views that decoded), with ``failed_views``."""
@@ -112,7 +114,9 @@ class Classification:
     if not final or jax.process_index() != 0:
       return
     metrics_lib.write_confusion(result, info.class_names, workdir)
-    report = dict(step=step, top1=result["top1"])
+    report = dict(step=step, top1=result["top1"],
+                  views=info.num_views,
+                  merge=self.config.input.get("eval_merge", "logits"))
     if "top5" in result:
       report["top5"] = result["top5"]
     with warnings.catch_warnings():
