@@ -4,6 +4,7 @@ r"""Peak memory and compile time of the jitted training step, per ``config.model
     python bench/memory.py --small         # a tiny model at 32²: checks the script on CPU
     python bench/memory.py --policies      # 'block' with saved attention products too
     python bench/memory.py --scan          # compile seconds, blocks unrolled vs scanned
+    python bench/memory.py --rows videomae_b:256 --accum 8   # one GPU, the paper's step
 
 The step is the training loop's own (`time_jax.train.tasks` / `time_jax.train.steps`,
 built as ``bench/train_step.py`` builds it: TIME arrangement, mixup/cutmix, forward,
@@ -69,13 +70,15 @@ REMATS = ("none", "block", "full")
 BLOCK_DOTS = jax.checkpoint_policies.checkpoint_dots
 
 
-def _config(name: str, batch: int, remat: str, small: bool) -> ml_collections.ConfigDict:
+def _config(name: str, batch: int, remat: str, small: bool,
+            accum: int = 1) -> ml_collections.ConfigDict:
   if name.startswith("vit"):
     c = recipes.image_model("vit_b16", "ucf101")
   else:
     c = recipes.videomae("ucf101", "finetune")
   c.model.name = name
   c.input.batch_size = batch
+  c.optimizer.accum_steps = accum
   c.model.remat = remat
   c.mesh.update(data=-1, fsdp=1, model=1)
   if small:
@@ -233,12 +236,15 @@ def main():
   parser.add_argument("--repeats", type=int, default=2, help="--scan: the least of these")
   parser.add_argument("--rows", default="",
                       help="model:batch,... instead of the default rows")
+  parser.add_argument("--accum", type=int, default=1,
+                      help="optimizer.accum_steps: micro-batches of batch / accum clips")
   args = parser.parse_args()
   rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows.split(",") if r]
   unit, size = ("MiB", 2 ** 20) if args.small else ("GiB", 2 ** 30)
   print(f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}), jax "
         f"{jax.__version__}; UCF101 fine-tuning recipes, N=2, "
-        f"{'small, float32' if args.small else 'bfloat16'}; sizes in {unit}")
+        f"{'small, float32' if args.small else 'bfloat16'}; optimizer.accum_steps "
+        f"{args.accum}; sizes in {unit}")
   if args.scan:
     main_scan(rows or SCAN_ROWS, args.repeats, args.small, size)
     return
@@ -252,7 +258,7 @@ def main():
   for name, batch in rows:
     base = None
     for remat in remats:
-      r = measure(_config(name, batch, remat, args.small))
+      r = measure(_config(name, batch, remat, args.small, args.accum))
       base = base or r
       print(f"{name:11s} {batch:5d} {remat:10s} {r['args'] / size:7.2f} "
             f"{r['outputs'] / size:7.2f} {r['aliased'] / size:7.2f} {r['temp'] / size:7.2f} "

@@ -290,7 +290,11 @@ def test_schedules_follow_the_paper(name):
   if lr is not None:
     assert fine.optimizer.base_lr == lr and fine.optimizer.lr_batch_divisor == 256
   if batch is not None:
-    assert pre.input.batch_size == fine.input.batch_size == batch
+    # The paper's batch counts videos (VideoMAE's meaning): fine-tuning takes 128
+    # videos as 256 views; pretraining's 128 clips come from 32 videos, 4 views each
+    # (ours: docs/reproduce.md, "Differences from the official code").
+    assert fine.input.batch_size == batch * fine.input.repeats
+    assert pre.input.batch_size == batch
   for c in (pre, fine):
     assert c.image_size == 224 and c.model.kwargs.patch_size == 16
     assert c.time.arrangement == "spatial"
@@ -309,12 +313,39 @@ def test_videomae_input_recipe_as_the_official_scripts(name):
   assert pre.input.repeats == recipes.PRETRAIN_REPEATS == 4
   assert tuple(pre.input.multiscale_scales) == (1.0, 0.875, 0.75, 0.66)
   assert pre.input.random_erase_prob == 0.0 and pre.input.randaugment == ""
+  assert pre.input.repeat_frames == "shared"
   for phase in ("finetune", "k400"):
     fine = get_config(name, phase)
     assert fine.input.repeats == 2 and fine.input.random_erase_prob == 0.25
+    # kinetics.py augments one decoded buffer num_sample times; each GPU mixes its own
+    # 16 videos; test views cover the whole short side and merge by softmax.
+    assert fine.input.repeat_frames == "shared" and fine.train.mixup_group == 32
+    assert (fine.input.eval_crop_fraction, fine.input.eval_merge) == (1.0, "softmax")
+    assert fine.input.eval_clips * fine.input.eval_crops == 15
     assert fine.input.randaugment == "rand-m7-n4-mstd0.5-inc1"
     assert fine.input.crop_mode == "random_resized"
     assert tuple(fine.input.crop_scale) == (0.08, 1.0)
+
+
+@pytest.mark.parametrize("phase, videos, peak, final", [
+    # finetune.sh: 8 GPUs x 16 videos; lr 5e-4 and min_lr 1e-5, both x 128 / 256.
+    ("finetune", 128, 2.5e-4, 5e-6),
+    # The paper's 128 clips a step (ours: 32 videos x 4 views), pretrain.sh's 3e-4 and
+    # min_lr 1e-5, both x 128 / 256.
+    ("pretrain", 32, 1.5e-4, 5e-6),
+])
+def test_ucf101_schedule_peaks_and_ends_as_the_official_one(phase, videos, peak, final):
+  from time_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+  c = get_config("ucf101_videomae.py", phase)
+  assert c.input.batch_size // c.input.repeats == videos
+  steps_per_epoch = 9537 * c.input.repeats // c.input.batch_size  # split 1's videos
+  assert steps_per_epoch == (74 if phase == "finetune" else 298)
+  total = int(c.train.num_epochs * steps_per_epoch)
+  warmup = int(round(c.optimizer.warmup_epochs * steps_per_epoch))
+  schedule = optimizer.schedule(c, steps_per_epoch, total)
+  assert float(schedule(warmup)) == pytest.approx(peak, rel=1e-6)
+  assert float(schedule(total)) == pytest.approx(final, rel=1e-6)
+  assert float(schedule(warmup)) > float(schedule(total // 2)) > float(schedule(total))
 
 
 @pytest.mark.parametrize("name, modality", sorted(PAPER_N))
@@ -416,6 +447,8 @@ def shrink(c: ml_collections.ConfigDict, *, views: bool = True) -> ml_collection
   c.time.t_out = min(c.time.t_out, 2)
   batch = max(2, c.input.repeats)
   c.input.update(batch_size=batch, eval_batch_size=2, num_workers=0, read_threads=1)
+  if c.train.mixup_group:  # the recipe's group of 32 views is larger than this batch
+    c.train.mixup_group = batch
   if not views:
     c.input.update(eval_clips=1, eval_crops=1)
   c.model.dtype = "float32"

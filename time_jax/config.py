@@ -28,11 +28,15 @@ Experiments are Python files in ``configs/`` whose ``get_config(arg)`` starts fr
   eval batch whose reconstructions are logged).
 * ``optimizer``: AdamW. ``lr = base_lr · batch_size / lr_batch_divisor`` (VideoMAE's
   ``base_lr × batch / 256``; divisor 0 uses ``base_lr`` as is), ``b1, b2, eps,
-  weight_decay``, ``warmup_epochs`` (or ``warmup_steps`` > 0), cosine to ``min_lr``,
+  weight_decay``, ``warmup_epochs`` (or ``warmup_steps`` > 0), cosine to ``min_lr``
+  (scaled by the batch like ``base_lr``: VideoMAE's ``min_lr × batch / 256``),
   ``layer_decay`` (1.0 = off; ViT/VideoMAE ``blocks_{i}``), ``clip_norm`` (0 = off),
   ``accum_steps`` (micro-batches per step, scanned inside the jitted step).
 * ``train``: ``num_epochs`` (or ``num_steps`` > 0), ``label_smoothing``,
   ``mixup_alpha``, ``cutmix_alpha``, ``mixup_prob``, ``mixup_switch_prob``,
+  ``mixup_group`` (clips mixed together with their own draws, as each GPU of the
+  official runs mixes its own batch: the mixing then does not depend on the device
+  count; 0 = the whole batch, or micro-batch with ``accum_steps``),
   ``log_every``, ``eval_every`` (0 = only at the end), ``eval_at_end``, ``ema_decay``
   (an EMA of the parameters updated after every optimizer step, VideoMAE's
   ``--model_ema_decay``; 0 = off), ``ema_eval`` (with EMA on, evaluation and
@@ -85,7 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
       layer_decay=0.75, clip_norm=0.0, accum_steps=1))
   c.train = ml_collections.ConfigDict(dict(
       num_epochs=50.0, num_steps=0, label_smoothing=0.1, mixup_alpha=0.8,
-      cutmix_alpha=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, log_every=50,
+      cutmix_alpha=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, mixup_group=0,
+      log_every=50,
       eval_every=0, eval_at_end=True, ema_decay=0.0, ema_eval=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.checkpoint = ml_collections.ConfigDict(dict(
@@ -179,6 +184,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for field in ("mixup_prob", "mixup_switch_prob"):
     if not 0 <= t[field] <= 1:
       _fail(f"train.{field}", f"{t[field]} must be in [0, 1].")
+  micro = config.input.batch_size // max(o.accum_steps, 1)
+  if t.mixup_group < 0 or (t.mixup_group and micro % t.mixup_group):
+    _fail("train.mixup_group", f"{t.mixup_group} must be 0 (the whole batch) or divide "
+          f"the clips of a (micro-)batch, input.batch_size / optimizer.accum_steps = "
+          f"{micro}.")
   if t.log_every < 1:
     _fail("train.log_every", f"{t.log_every} must be >= 1.")
   if t.eval_every < 0:

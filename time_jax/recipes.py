@@ -107,11 +107,21 @@ FINETUNE = {
 }
 SMALL_FINETUNE = dict(epochs=50, base_lr=1e-3)
 
-# Global batch. 128 for UCF101 / HMDB51: paper; NTU: the same (ours). The small
-# datasets have 200-600 training videos; 128 would leave 2-4 steps an epoch, so 32
-# (ours).
+# Global batch, in VideoMAE's meaning: videos a step, before repeated views. 128 for
+# UCF101 / HMDB51: paper (as VideoMAE's UCF101 fine-tuning, 8 GPUs x 16); NTU: the same
+# (ours). Fine-tuning reads each video for FINETUNE_REPEATS views (VideoMAE's
+# num_sample 2), so a step holds 256 views (input.batch_size counts views). The small
+# datasets have 200-600 training videos; 128 would leave 2-4 steps an epoch, so 16
+# videos, 32 views (ours).
 BATCH = 128
-SMALL_BATCH = 32
+SMALL_BATCH = 16
+FINETUNE_REPEATS = 2
+# The official fine-tuning mixes each GPU's 16 videos (32 views) with their own draws:
+# train.mixup_group keeps that group whatever the device count.
+MIXUP_GROUP = 16 * FINETUNE_REPEATS
+# Pretraining views a step: 128 (paper) = 32 videos x PRETRAIN_REPEATS; small: 32.
+PRETRAIN_CLIPS = 128
+SMALL_PRETRAIN_CLIPS = 32
 
 # Tube-masking ratio of pretraining: 70-80 % for RGB, about 50 % for depth (paper,
 # Fig. 4); 0.75 is VideoMAE's UCF101 / HMDB51 value inside the paper's range.
@@ -194,36 +204,45 @@ def _common(dataset: str, modality: str, split: str, n: int) -> ml_collections.C
   c.image_size = 224                      # paper: 224 x 224, patch 16
   c.time.n = n
   c.time.arrangement = "spatial"          # paper: spatial block arrangement by default
-  c.input.batch_size = SMALL_BATCH if small else BATCH
-  c.input.eval_batch_size = c.input.batch_size
+  c.input.eval_batch_size = (SMALL_BATCH if small else BATCH) * FINETUNE_REPEATS
   c.input.num_workers = 8
-  # VideoMAE's test protocol: 5 temporal clips x 3 spatial crops, averaged.
+  # VideoMAE's test protocol: 5 temporal clips x 3 spatial crops, each crop covering
+  # the whole short side (resized to the model size), the views' softmaxes averaged.
   c.input.eval_clips = 5
   c.input.eval_crops = 3
-  c.optimizer.lr_batch_divisor = 256      # VideoMAE: lr = base_lr x batch / 256
+  c.input.eval_crop_fraction = 1.0
+  c.input.eval_merge = "softmax"
+  # VideoMAE: lr = base_lr x batch / 256, min_lr likewise.
+  c.optimizer.lr_batch_divisor = 256
   c.checkpoint.every_steps = 1000
   return c
 
 
 def _finetune_schedule(c: ml_collections.ConfigDict, dataset: str) -> None:
   ft = FINETUNE.get(dataset, SMALL_FINETUNE)
+  small = DATASETS[dataset]["small"]
   c.train.num_epochs = float(ft["epochs"])
   c.optimizer.base_lr = ft["base_lr"]
   # VideoMAE fine-tuning (official UCF101 script and run_class_finetuning defaults):
-  # AdamW (0.9, 0.999), weight decay 0.05, 5 warmup epochs, cosine to 1e-5, mixup 0.8,
-  # cutmix 1.0, label smoothing 0.1.
+  # AdamW (0.9, 0.999), weight decay 0.05, 5 warmup epochs, cosine to min_lr 1e-5
+  # (x batch / 256, as the lr), mixup 0.8, cutmix 1.0, label smoothing 0.1.
   c.optimizer.b1, c.optimizer.b2 = 0.9, 0.999
   c.optimizer.weight_decay = 0.05
   c.optimizer.warmup_epochs = 5.0
   c.optimizer.min_lr = 1e-5
   c.train.mixup_alpha, c.train.cutmix_alpha = 0.8, 1.0
+  c.train.mixup_group = MIXUP_GROUP
   c.train.label_smoothing = 0.1
   c.train.eval_every = 0
   c.input.crop_scale = (0.08, 1.0)  # VideoMAE: RandomResizedCrop's default area range
-  # VideoMAE fine-tuning: num_sample 2, two augmented views of every decoded video.
-  c.input.repeats = 2
+  # VideoMAE fine-tuning: num_sample 2, two augmented views of every decoded video,
+  # sharing its frames (kinetics.py augments one decoded buffer twice).
+  c.input.repeats = FINETUNE_REPEATS
+  c.input.repeat_frames = "shared"
+  c.input.batch_size = (SMALL_BATCH if small else BATCH) * FINETUNE_REPEATS
   # VideoMAE fine-tuning: random erasing with probability 0.25, pixel mode (its reprob,
-  # remode); one box per clip through time is ours (time_jax.train.augment).
+  # remode), RandomErasing's cube default: one box through all frames, fresh noise in
+  # each (time_jax.train.augment).
   c.input.random_erase_prob = 0.25
   # VideoMAE fine-tuning: RandAugment --aa rand-m7-n4-mstd0.5-inc1, on the frames before
   # the crop, one draw per clip (time_jax.data.randaugment).
@@ -256,14 +275,18 @@ def videomae(dataset: str, arg: str | None = None,
     c.pretrain.norm_pix_loss = True       # VideoMAE: per-patch normalised pixels
     k = PRETRAIN_REPEATS
     c.input.repeats = k
+    c.input.repeat_frames = "shared"      # VideoMAEv2's num_sample: one decoded buffer
+    c.input.batch_size = SMALL_PRETRAIN_CLIPS if DATASETS[dataset]["small"] else PRETRAIN_CLIPS
     c.train.num_epochs = float(PRETRAIN_EPOCHS.get(dataset, SMALL_PRETRAIN_EPOCHS)) / k
     c.optimizer.warmup_epochs = 40.0 / k  # paper: 40 warmup epochs
     # VideoMAE UCF101 pretraining script: base lr 3e-4, AdamW (0.9, 0.95), weight
-    # decay 0.05, cosine to 1e-5; no layer decay, no mixup.
+    # decay 0.05, cosine to min_lr 1e-5; no layer decay, no mixup. Both rates are
+    # scaled by videos / 256, and a step holds batch / k videos: x k keeps the paper's
+    # step sizes.
     c.optimizer.base_lr = 3e-4 * k
     c.optimizer.b1, c.optimizer.b2 = 0.9, 0.95
     c.optimizer.weight_decay = 0.05
-    c.optimizer.min_lr = 1e-5
+    c.optimizer.min_lr = 1e-5 * k
     c.optimizer.layer_decay = 1.0
     c.train.mixup_alpha = c.train.cutmix_alpha = 0.0
     c.train.label_smoothing = 0.0
@@ -278,8 +301,10 @@ def videomae(dataset: str, arg: str | None = None,
     c.model.name = "videomae_b"
     _finetune_schedule(c, dataset)
     # VideoMAE UCF101 fine-tuning script: drop path 0.2, head dropout 0.5, layer
-    # decay 0.7 (0.75, its Kinetics value, from Kinetics-400 weights).
+    # decay 0.7 (0.75, its Kinetics value, from Kinetics-400 weights), gradient
+    # checkpointing of the blocks (--use_checkpoint): 256 views a step.
     kwargs.update(drop_path_rate=0.2, dropout_rate=0.5)
+    c.model.remat = "block"
     if phase == "finetune":
       c.optimizer.layer_decay = 0.7
       # The pretraining phase's workdir, next to this one (W/pretrain, W/finetune).

@@ -16,6 +16,7 @@ import pytest
 from time_jax import time_layer
 from time_jax.data import config as data_config
 from time_jax.data import pipeline
+from time_jax.data import transforms
 from time_jax.data.base import DecodeError, Record, Splits
 
 NUM_FRAMES = 40
@@ -143,11 +144,16 @@ def _read_ids(batch):
   return batch["frames"][:, 0, 0, 0, 2].tolist()
 
 
-@pytest.mark.parametrize("own_frames", [False, True])
-def test_repeated_views_come_from_one_read_and_differ(own_frames):
-  cfg = _config(batch=6, repeats=3, read_threads=1)
+@pytest.mark.parametrize("extra_frames_free, repeat_frames, own_frames", [
+    (False, "own", False),  # frame folders, JPEG caches: a frame costs a decode
+    (True, "own", True),    # video files: each view its own jitter
+    (True, "shared", False),  # VideoMAE's num_sample: one frame set, views differ in space
+])
+def test_repeated_views_come_from_one_read_and_differ(extra_frames_free, repeat_frames,
+                                                       own_frames):
+  cfg = _config(batch=6, repeats=3, read_threads=1, repeat_frames=repeat_frames)
   cfg.input.crop_scale = (0.2, 0.5)
-  reader = CountingReader(extra_frames_free=own_frames)
+  reader = CountingReader(extra_frames_free=extra_frames_free)
   ds, info = pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=reader)
   it = iter(ds)
   batches = [next(it) for _ in range(4)]
@@ -172,7 +178,7 @@ def test_repeated_views_come_from_one_read_and_differ(own_frames):
 
 
 def test_repeated_views_have_their_own_crops():
-  cfg = _config(batch=4, repeats=2)
+  cfg = _config(batch=4, repeats=2, repeat_frames="shared")
   cfg.input.crop_scale = (0.1, 0.3)
   ds, _ = pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())
   b = next(iter(ds))
@@ -421,3 +427,18 @@ def test_randaugment_draws_per_view_and_keeps_frames_consistent():
   c = next(iter(pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())[0]))
   assert not np.array_equal(c["frames"], ref["frames"])
   assert (c["frames"] == c["frames"][:, :1]).all()
+
+
+def test_dense_sampling_reads_videomaes_frames_in_train_and_eval():
+  """``time.sampling='dense'``: training frames lie in one window at the stride, eval
+  clips are VideoMAE's test windows (`transforms.dense_eval_indices`)."""
+  cfg = _config(batch=2, temporal_jitter=True)
+  cfg.time.update(sampling="dense", dense_stride=2)  # 8 frames from a 16-frame window
+  cfg.input.update(eval_clips=2, eval_crops=1)
+  (b,), _ = _take(cfg, "train", 1)
+  for frames in _decode(b)[1]:
+    steps = np.diff(frames)
+    assert frames[-1] - frames[0] < 16 and set(steps.tolist()) <= {2, 3}, frames
+  (e,), _ = _take(cfg, "eval", 1)
+  want = [transforms.dense_eval_indices(NUM_FRAMES, 8, 2, k, 2).tolist() for k in (0, 1)]
+  assert _decode(e)[1][:2] == want and want[0] != want[1]

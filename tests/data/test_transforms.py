@@ -126,6 +126,75 @@ def test_clip_indices_single_clip_is_frame_indices_and_k_clips_share_segments():
                                 time_layer.frame_indices(5, 2, 2))
 
 
+def test_full_short_side_test_crops_as_videomae():
+  """``eval_crop_fraction=1``: VideoMAE's test crops, the short side resized to the
+  model's size, three squares along the long side covering it (kinetics.py 'test')."""
+  for h, w in ((240, 320), (320, 240)):
+    views = [T.eval_view(h, w, (112, 112), crop_fraction=1.0, crop=c, num_crops=3)
+             for c in range(3)]
+    for v in views:
+      assert v.box[2] == v.box[3] == min(h, w)  # the whole short side, square
+    along = [v.box[0] if w > h else v.box[1] for v in views]
+    across = [v.box[1] if w > h else v.box[0] for v in views]
+    # spatial_step = (long - short) / 2; crops start at 0, step and 2 step
+    assert along == [0.0, (max(h, w) - min(h, w)) / 2, max(h, w) - min(h, w)]
+    assert across == [0.0, 0.0, 0.0]
+  frames = np.zeros((1, 240, 320, 3), np.uint8)
+  frames[:, :, :20] = 200  # only the left crop sees this band
+  crops = [T.prepare(frames, T.eval_view(240, 320, (8, 8), crop_fraction=1.0, crop=c,
+                                         num_crops=3), (8, 8)) for c in range(3)]
+  assert crops[0][0, :, 0].min() > 100 and crops[1].max() == crops[2].max() == 0
+
+
+def test_dense_sampling_follows_videomaes_formulas():
+  """Hand-computed from the official code (16 frames, stride 4: a 64-frame window)."""
+  class Fixed:  # the draw numpy would make: np.random.randint(lo, hi) -> value
+    def __init__(self, value):
+      self.value, self.asked = value, None
+
+    def integers(self, lo, hi=None):
+      self.asked = (lo, hi)
+      return self.value
+
+  # Fine-tuning (VideoClsDataset): end ~ U[64, T), linspace(end - 64, end, 16), clipped
+  # to end - 1, truncated: steps of 64 / 15.
+  rng = Fixed(70)
+  np.testing.assert_array_equal(
+      T.dense_train_indices(100, 16, 4, rng),
+      [6, 10, 14, 18, 23, 27, 31, 35, 40, 44, 48, 52, 57, 61, 65, 69])
+  assert rng.asked == (64, 100)
+  # A 40-frame video: linspace(0, 40, 10), then 40 repeated, clipped to 39.
+  np.testing.assert_array_equal(T.dense_train_indices(40, 16, 4, Fixed(0)),
+                                [0, 4, 8, 13, 17, 22, 26, 31, 35] + [39] * 7)
+  # Pretraining (VideoMAE dataset): start ~ U[0, T - 64], every 4th frame; a step that
+  # would pass the second-last frame repeats the frame.
+  rng = Fixed(5)
+  np.testing.assert_array_equal(T.dense_pretrain_indices(100, 16, 4, rng),
+                                np.arange(5, 69, 4))
+  assert rng.asked == (37, None)
+  np.testing.assert_array_equal(T.dense_pretrain_indices(30, 16, 4, Fixed(0)),
+                                [0, 4, 8, 12, 16, 20, 24] + [28] * 9)
+  np.testing.assert_array_equal(T.dense_pretrain_indices(64, 16, 4, Fixed(0)),
+                                [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60])
+  # Test: every 4th frame (25 of 100), 5 windows of 16 start at int(k · 9 / 4).
+  every = np.arange(0, 100, 4)
+  for k, start in enumerate((0, 2, 4, 6, 9)):
+    np.testing.assert_array_equal(T.dense_eval_indices(100, 16, 4, k, 5),
+                                  every[start:start + 16])
+  # A short video pads with its last frame; all windows are then the same.
+  for k in range(5):
+    np.testing.assert_array_equal(T.dense_eval_indices(30, 16, 4, k, 5),
+                                  [0, 4, 8, 12, 16, 20, 24] + [28] * 9)
+  # One clip: the middle window.
+  np.testing.assert_array_equal(T.dense_eval_indices(100, 16, 4, 0, 1), every[4:20])
+  # The sampler: dense when asked, the pretraining rule in pretrain mode.
+  s = T.Sampling(rule="dense", t_out=4, n=2)
+  assert s.train(100, np.random.default_rng(0)).shape == (16,)
+  np.testing.assert_array_equal(s.eval(100, 1, 5), T.dense_eval_indices(100, 16, 4, 1, 5))
+  p = T.Sampling(rule="dense", t_out=4, n=2, pretrain=True)
+  assert set(np.diff(p.train(200, np.random.default_rng(0))).tolist()) == {4}
+
+
 @pytest.mark.parametrize("rotation", [0.0, 15.0])
 def test_warp_matches_pil_on_real_looking_frames(rotation):
   """OpenCV's warp equals PIL's within a grey level on average, view by view (crop,

@@ -86,3 +86,31 @@ def test_random_erase_off_is_the_identity():
   assert augment.random_erase(jax.random.PRNGKey(0), x, prob=0.0) is x
   out, erased = _erase_stats(1.0, batch=500)
   assert erased[:, 0, :, :, 0].any(axis=(1, 2)).mean() > 0.97  # nearly always fits
+
+
+def test_mixup_groups_draw_their_own_lambda_and_mix_within_themselves():
+  """Each group of ``mixup_group`` clips mixes with its own reverse, with its own λ
+  (as each GPU of the official run mixes its own videos)."""
+  x, labels = _clips(8), jnp.arange(8) % 4
+  kw = dict(num_classes=4, mixup_alpha=0.8, cutmix_alpha=0.0, prob=1.0, switch_prob=0.0,
+            smoothing=0.0)
+  out, t = augment.mix_groups(jax.random.PRNGKey(3), x, labels, group=4, **kw)
+  lams = []
+  for g in range(2):
+    lo = 4 * g
+    lam = float(out[lo, 0, 0, 0, 0] - (lo + 4)) / float((lo + 1) - (lo + 4))
+    for i in range(4):  # clip lo + i mixes with clip lo + 3 - i of its own group
+      want = lam * (lo + i + 1) + (1 - lam) * (lo + 4 - i)
+      np.testing.assert_allclose(out[lo + i, 0, 0, 0, 0], want, rtol=1e-5)
+    lams.append(lam)
+  assert abs(lams[0] - lams[1]) > 1e-3
+  np.testing.assert_allclose(np.asarray(t).sum(-1), 1.0, rtol=1e-6)
+  # The group's draws are the same wherever it sits: a lone group equals its slice.
+  keys = jax.random.split(jax.random.PRNGKey(3), 2)
+  alone, _ = augment.mix(keys[1], x[4:], labels[4:], **kw)
+  np.testing.assert_allclose(out[4:], alone, rtol=1e-6)
+  # 0, or a group as large as the batch: one group.
+  whole, _ = augment.mix(jax.random.PRNGKey(3), x, labels, **kw)
+  for group in (0, 8, 32):
+    np.testing.assert_array_equal(
+        augment.mix_groups(jax.random.PRNGKey(3), x, labels, group=group, **kw)[0], whole)

@@ -35,6 +35,10 @@ def test_a_good_config_passes(good):
     ("train.label_smoothing", 1.0, "config.train.label_smoothing"),
     ("train.ema_decay", 1.0, "config.train.ema_decay"),
     ("train.ema_decay", -0.1, "config.train.ema_decay"),
+    ("train.mixup_group", 3, "config.train.mixup_group"),
+    ("time.sampling", "random", "config.time.sampling"),
+    ("input.eval_merge", "mean", "config.input.eval_merge"),
+    ("input.repeat_frames", "some", "config.input.repeat_frames"),
 ])
 def test_a_bad_field_is_named(good, field, value, message):
   node = good

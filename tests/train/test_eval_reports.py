@@ -53,6 +53,23 @@ def test_accumulator_averages_views_and_lists_undecodable_videos():
                                  "eval/partial": 1, "eval/failed_views": 3}
 
 
+def test_softmax_merge_is_the_mean_of_the_views_softmaxes():
+  """VideoMAE's merge: a video's score is the mean of its views' softmaxes, which can
+  pick another class than the mean of the logits."""
+  views = np.array([[10.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 3.0, 0.0]])
+  soft = metrics.merge_views(views, "softmax")
+  e = np.exp(views - views.max(1, keepdims=True))
+  np.testing.assert_allclose(soft, (e / e.sum(1, keepdims=True)).mean(0), rtol=1e-12)
+  mean = views.mean(0)
+  np.testing.assert_allclose(metrics.merge_views(views, "logits"),
+                             np.exp(mean) / np.exp(mean).sum(), rtol=1e-12)
+  assert soft.argmax() == 1 and metrics.merge_views(views, "logits").argmax() == 0
+  for merge, want in (("softmax", 1), ("logits", 0)):
+    acc = metrics.EvalAccumulator(3, merge)
+    acc.add(views, np.full(3, 1), np.zeros(3, np.int64), np.ones(3, bool))
+    assert acc.result()["top1"] == float(want == 1)
+
+
 @pytest.mark.parametrize("classes", [3, 5, 6, 8])
 def test_top5_only_with_more_than_five_classes(classes):
   acc = metrics.EvalAccumulator(classes)

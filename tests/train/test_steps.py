@@ -55,8 +55,10 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-6):
 def test_eight_device_mesh_matches_one_device(moving, mode):
   config = moving.tiny_config(mode)
   if mode == "finetune":
-    # mixup/cutmix and drop path on: randomness must not depend on the sharding
+    # mixup/cutmix (two groups of 4 clips, each with its own draws) and drop path on:
+    # randomness must not depend on the sharding
     config.train.mixup_alpha, config.train.cutmix_alpha = 0.8, 1.0
+    config.train.mixup_group = 4
     config.model.kwargs.drop_path_rate = 0.1
   config.train.ema_decay = 0.5
   batches = _batches(moving, config)

@@ -99,8 +99,9 @@ def input_defaults() -> ml_collections.ConfigDict:
       # VideoMAE's order) or 'cells' (the cropped, resized view: the same ops on ~1/6
       # of the pixels at N = 2; geometry and statistics then refer to the crop).
       randaugment_on="frames",
-      # Random erasing (timm, pixel mode) of one box per clip, on device after
-      # normalisation; 0 = off.
+      # Random erasing (VideoMAE's RandomErasing: pixel mode, cube=True, one box
+      # through all frames of a clip with fresh noise in each), on device after
+      # normalisation; the probability, 0 = off.
       random_erase_prob=0.0,
       flip=True,            # horizontal flip; off for direction-sensitive labels
       rotation=0.0,         # max rotation in degrees, uniform in [-rotation, rotation]

@@ -9,8 +9,14 @@ frame) is clipped to the image and ``lam`` corrected to the pasted area; targets
 ``lam · smooth(y) + (1 - lam) · smooth(y.flip(0))`` with smoothing ``ε``:
 ``1 - ε + ε/C`` on the class, ``ε/C`` elsewhere.
 
-`random_erase` is timm's ``RandomErasing`` in pixel mode, after normalisation (its
-noise is N(0, 1) in the normalised space), one box per clip.
+`mix_groups` mixes groups of ``train.mixup_group`` clips independently, each with its
+own draws, as each GPU of the official 8-GPU run mixes its own 16 videos (32 views): the
+mixing then depends on the batch size and the group, not on how many devices share the
+batch.
+
+`random_erase` is timm's ``RandomErasing`` in pixel mode with VideoMAE's ``cube=True``,
+after normalisation (its noise is N(0, 1) in the normalised space): one box per clip
+through all its frames, fresh noise in every frame.
 """
 
 from __future__ import annotations
@@ -78,18 +84,49 @@ def mix(key: jax.Array, x: jax.Array, labels: jax.Array, *, num_classes: int,
   return x, targets
 
 
+def mix_groups(key: jax.Array, x: jax.Array, labels: jax.Array, *, group: int = 0,
+               **kwargs) -> tuple[jax.Array, jax.Array]:
+  """`mix` of each group of ``group`` consecutive clips on its own (0: the whole batch).
+
+  Group ``g`` mixes with its own reverse, with its own draws (key ``split(key)[g]``):
+  whether to mix, mixup or cutmix, ``lam`` and the box.
+
+  Args:
+    key: PRNG key.
+    x: ``[batch, time, H, W, c]`` clips; ``batch`` a multiple of ``group``.
+    labels: int ``[batch]``.
+    group: clips per group (``train.mixup_group``); 0, or at least ``batch``: one
+      group.
+    **kwargs: `mix`'s.
+
+  Returns:
+    ``(x mixed, targets [batch, num_classes] float32)``.
+  """
+  batch = x.shape[0]
+  if not group or group >= batch:
+    return mix(key, x, labels, **kwargs)
+  if batch % group:
+    raise ValueError(f"mix_groups: a batch of {batch} clips is not a multiple of the "
+                     f"mixup group {group} (config.train.mixup_group).")
+  groups = batch // group
+  x, targets = jax.vmap(lambda k, xs, ls: mix(k, xs, ls, **kwargs))(
+      jax.random.split(key, groups), x.reshape(groups, group, *x.shape[1:]),
+      labels.reshape(groups, group))
+  return x.reshape(batch, *x.shape[2:]), targets.reshape(batch, -1)
+
+
 def random_erase(key: jax.Array, x: jax.Array, *, prob: float,
                  min_area: float = 0.02, max_area: float = 1 / 3,
-                 min_aspect: float = 0.3, attempts: int = 10) -> jax.Array:
-  """Random erasing, pixel mode (timm ``RandomErasing(mode='pixel')``), one box a clip.
+                 min_aspect: float = 0.3, attempts: int = 100) -> jax.Array:
+  """Random erasing as VideoMAE's ``RandomErasing(mode='pixel', cube=True)``.
 
   Each clip is erased with probability ``prob``: a box of area ``U(min_area,
   max_area)`` of the frame and aspect ``exp(U(log a, -log a))`` (``a = min_aspect``),
-  placed uniformly, the first of ``attempts`` draws that fits (none fits: no erasing,
-  as timm), filled with N(0, 1) noise per pixel and channel: the clip is normalised, so
+  placed uniformly, the first of ``attempts`` draws that fits (none fits: no erasing),
+  filled with N(0, 1) noise per pixel, channel and frame: the clip is normalised, so
   the noise is in the normalised space as timm's. The box is the same in every frame of
-  the clip. (VideoMAE passes its ``[T, C, H, W]`` clip to timm, which then erases every
-  frame on its own; one box through time is ours.)
+  the clip (VideoMAE's ``_erase_cube``, its default, with its 100 attempts); the noise
+  is drawn afresh for every frame, as ``_erase_cube`` draws it per frame.
 
   Args:
     key: PRNG key.

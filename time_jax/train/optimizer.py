@@ -5,7 +5,8 @@ The VideoMAE recipe (``optim_factory.py`` of MCG-NJU/VideoMAE), expressed in opt
 * ``lr = base_lr · videos / lr_batch_divisor`` (``base_lr × batch / 256``) where
   ``videos = batch_size / input.repeats`` (VideoMAE scales by the samples of a step,
   not by their ``num_sample`` repeated views), linear warmup from 0 for
-  ``warmup_epochs`` then cosine to ``min_lr``, per step.
+  ``warmup_epochs`` then cosine to ``min_lr``, scaled the same way (VideoMAE's
+  ``min_lr × batch / 256``), per step.
 * weight decay ``wd`` on every parameter except 1-D ones (biases, norm scales) and
   position embeddings / tokens (``pos_embed``, ``cls_token``, ``mask_token``).
 * layer-wise lr decay: parameter group ``i`` (0 = ``patch_embed`` and tokens,
@@ -28,25 +29,35 @@ _NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "dist_token")
 _BLOCK = re.compile(r"^blocks_(\d+)$")
 
 
-def peak_lr(config: ml_collections.ConfigDict) -> float:
-  """``base_lr · (batch_size / repeats) / lr_batch_divisor`` (``base_lr`` when the
-  divisor is 0): the rate scales with the videos of a step, not their repeated views."""
+def _scaled(config: ml_collections.ConfigDict, rate: float) -> float:
+  """``rate · (batch_size / repeats) / lr_batch_divisor`` (``rate`` when the divisor is
+  0): rates scale with the videos of a step, not their repeated views."""
   o = config.optimizer
   if o.lr_batch_divisor:
     videos = config.input.batch_size / config.input.get("repeats", 1)
-    return o.base_lr * videos / o.lr_batch_divisor
-  return o.base_lr
+    return rate * videos / o.lr_batch_divisor
+  return rate
+
+
+def peak_lr(config: ml_collections.ConfigDict) -> float:
+  """``base_lr`` scaled by the batch: ``base_lr · videos / lr_batch_divisor``."""
+  return _scaled(config, config.optimizer.base_lr)
+
+
+def final_lr(config: ml_collections.ConfigDict) -> float:
+  """``min_lr`` scaled like ``base_lr`` (VideoMAE's ``min_lr × batch / 256``)."""
+  return _scaled(config, config.optimizer.min_lr)
 
 
 def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
              total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `peak_lr`, then cosine to ``min_lr`` at ``total_steps``."""
+  """Linear warmup from 0 to `peak_lr`, then cosine to `final_lr` at ``total_steps``."""
   o = config.optimizer
   warmup = int(o.warmup_steps or round(o.warmup_epochs * steps_per_epoch))
   warmup = min(warmup, max(total_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak_lr(config), warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=o.min_lr)
+      decay_steps=max(total_steps, warmup + 1), end_value=final_lr(config))
 
 
 def _names(path) -> list[str]:

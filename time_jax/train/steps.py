@@ -118,10 +118,10 @@ def make_finetune_step(model: nn.Module, config: ml_collections.ConfigDict,
     x = _inputs(config, batch["frames"])
     # Per clip, as the data transform of timm / VideoMAE, before the batch is mixed.
     x = augment.random_erase(jax.random.fold_in(rng, 1), x, prob=erase_prob)
-    x, targets = augment.mix(
-        k_mix, x, batch["label"], num_classes=num_classes, mixup_alpha=t.mixup_alpha,
-        cutmix_alpha=t.cutmix_alpha, prob=t.mixup_prob, switch_prob=t.mixup_switch_prob,
-        smoothing=t.label_smoothing)
+    x, targets = augment.mix_groups(
+        k_mix, x, batch["label"], group=int(t.get("mixup_group", 0)),
+        num_classes=num_classes, mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha,
+        prob=t.mixup_prob, switch_prob=t.mixup_switch_prob, smoothing=t.label_smoothing)
     variables = {"params": params}
     mutable = False
     if batch_stats:
