@@ -20,18 +20,19 @@ It measures, in this order, and prints the tables (markdown) at the end:
    (`bench/train_step.py`'s pieces: TIME arrangement, mixup/cutmix or tube masking,
    forward, backward, AdamW with layer decay, data parallel over all devices) for the
    recipes' own configs (``configs/ucf101_videomae.py:finetune`` and ``:pretrain``,
-   VideoMAE-B; ``configs/ucf101_vit_b16.py`` and ``configs/ucf101_resnet50.py``) at per-device
-   batch ``--batches`` (8, 32, 64; the image models at 32) with ``model.kwargs.impl`` in
-   ``--impls`` (auto, xla) and ``model.remat`` in ``--remats`` (none, block). A step whose
+   VideoMAE-B; ``configs/ucf101_vit_b16.py`` and ``configs/ucf101_resnet50.py``) at
+   per-device batch ``--batches`` (8, 32, 64; the image models at 32) with
+   ``model.kwargs.impl`` in ``--impls`` (auto, xla) and ``model.remat`` in ``--remats``
+   (none, block). A step whose
    compiled peak memory (XLA's memory analysis: arguments + outputs - aliased + temp)
    exceeds what the device has free, or whose smaller batch already did not fit, or
    that runs out of memory, is a row that says ``oom`` and why; it is never run.
 2. **End to end** (`bench/end_to_end.py`'s `fraction`): for each VideoMAE phase, the
    fastest step of (1) that can make the recipe's batch, fed by ``pipeline.build`` with
-   ``input.num_workers`` = the host's cores from a packed cache (`time_jax.data.pack`) of
-   generated UCF101-like footage (`time_jax.data.scenes`: 320×240, 180 frames, H.264;
-   written and packed in a background process while (1) runs), against the same step on
-   a device-resident batch.
+   ``input.num_workers`` = the host's cores (one read thread each) from a packed cache
+   (`time_jax.data.pack`) of generated UCF101-like footage (`time_jax.data.scenes`:
+   320×240, 180 frames, H.264; written and packed in a background process while (1)
+   runs), against the same step on a device-resident batch.
 3. **Evaluation**: clips/s of the recipe's eval step at its eval batch, and of the
    eval input per core (one read thread, CPU seconds) times the cores.
 4. **Projection**: the recipe's wall-clock on this host, from its config (epochs or
@@ -46,11 +47,13 @@ It measures, in this order, and prints the tables (markdown) at the end:
 the median of three rounds of ~0.4 s); its cost is dominated by lowering and compiling.
 A row starts only while the time used so far plus the last row of its model's cost
 stays within ``--budget-s`` (default 420 s, from the start of the process) less a
-reserve for (2)-(4) (``--reserve-s``, 100 s; their timed windows are bounded: ~10 s of
-fed steps each); rows that do not fit are ``skipped`` rows, run in priority order: the
-``auto`` kernels without remat, then with it, the image models, then the ``xla`` kernels.
-So the run ends within ~7 minutes plus one row's misestimate. The JSON is rewritten
-after every row, so a run stopped early still leaves what it measured.
+reserve for (2)-(4) (``--reserve-s``, 120 s: two e2e runs of up to ~10 s of warm-up
+and ~10 s of fed steps (whole turns of the workers) after the workers' first batch, two
+eval compiles); rows that do not fit are
+``skipped`` rows. The rows run in priority order: the ``auto`` kernels without remat,
+then with it, the image models, then the ``xla`` kernels. So the run ends within ~7
+minutes plus one row's misestimate. The JSON is rewritten after every row, so a run
+stopped early still leaves what it measured.
 
 Exit status 1 when a row failed other than by memory (its error is in the row).
 """
@@ -76,14 +79,12 @@ _START = time.perf_counter()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import ml_collections
-import numpy as np
 
 from time_jax import console
 from time_jax.data import pack
 from time_jax.data import pipeline
 from time_jax.data import scenes
 from time_jax.models import ops
-from time_jax.train import steps as steps_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import end_to_end
@@ -123,7 +124,7 @@ def plan(batches, impls, remats, image_batch: int) -> list[RowSpec]:
 
   VideoMAE rows of one kernel set and remat come in rising batch, so a batch that does
   not fit rules out the larger ones without compiling them."""
-  first = [(impls[0], remats[0])] + [(impls[0], r) for r in remats[1:]]
+  first = [(impls[0], r) for r in remats]
   rest = [(i, r) for i in impls[1:] for r in remats]
   rows = [RowSpec(p, b, i, r) for i, r in first for b in sorted(batches) for p in PHASES]
   if image_batch:
@@ -209,8 +210,7 @@ def make_footage(root: str, configs: dict, videos: int, train_entries: int,
   scenes.write_dataset(data, num_videos=videos, test_fraction=0.25, **size)
   path = os.path.join(data, "train.txt")
   with open(path, encoding="utf-8") as f:
-    lines = f.read().split()
-  entries = [" ".join(lines[k:k + 2]) for k in range(0, len(lines), 2)]
+    entries = f.read().splitlines()
   with open(path, "w", encoding="utf-8") as f:
     f.write("\n".join(entries[k % len(entries)] for k in range(train_entries)) + "\n")
   out = {"data": data}
@@ -282,10 +282,11 @@ class Rows:
   def __init__(self, args, bases: dict):
     self.args, self.bases = args, bases
     self.states: dict = {}      # family -> (mesh, state, shardings, tx)
-    self.fitted: dict = {}      # (family, impl, remat) -> (batch, peak, temp) or 'oom'
+    # (family, impl, remat) -> (batch, peak, temp, resident) of the last that fitted,
+    # or ('oom', batch)
+    self.fitted: dict = {}
     self.cost: dict = {}        # family -> seconds its last row took
     self.best: dict = {}        # phase -> (row, compiled, config)
-    self.rows: list[dict] = []
     self.device = jax.devices()[0]
     self.limit = int(args.memory_gib * GIB) if args.memory_gib else None
 
@@ -326,7 +327,8 @@ class Rows:
                impl=spec.impl, impl_resolved=ops.resolve(spec.impl), remat=spec.remat,
                status="ok", reason="", clips_per_sec=None, steps_per_sec=None, mfu=None,
                tflops_per_step=None, peak_gib=None, temp_gib=None, compile_s=None)
-    estimate = self.cost.get(spec.family, 0.0)
+    # A model not run yet is taken to cost what the dearest one so far did.
+    estimate = self.cost.get(spec.family, max(self.cost.values(), default=0.0))
     if elapsed + estimate > args.budget_s - args.reserve_s:
       row.update(status="skipped", reason=(
           f"time budget: {elapsed:.0f} s used, this row ~{estimate:.0f} s, "
@@ -396,7 +398,7 @@ def end_to_end_phase(rows: Rows, phase: str, footage: dict, workers: int,
   """`end_to_end.fraction` for the step chosen for ``phase`` (`Rows`)."""
   row, compiled, config = rows.best[phase]
   config = packed(config, footage, phase)
-  config.input.num_workers = workers
+  config.input.update(num_workers=workers, read_threads=1)
   mesh, state, shardings, tx = rows.states[phase]
   task = train_step.make_task(config)
   r, state = end_to_end.fraction(compiled, state, config, mesh, task.batch_keys,
@@ -408,7 +410,8 @@ def end_to_end_phase(rows: Rows, phase: str, footage: dict, workers: int,
               pipeline_clips_per_sec=r["pipeline"] * b, fraction=r["fraction"])
 
 
-def eval_phase(rows: Rows, phase: str, footage: dict, seconds: float, round_s: float) -> dict:
+def eval_phase(rows: Rows, phase: str, footage: dict, seconds: float,
+               round_s: float) -> dict:
   """The recipe's eval step at its eval batch (the chosen row's kernels), and the
   eval input's rate (per core, times the cores)."""
   row, _, config = rows.best[phase]
@@ -434,6 +437,8 @@ def eval_phase(rows: Rows, phase: str, footage: dict, seconds: float, round_s: f
 
 
 def projection(rows: Rows, results: dict, bases: dict) -> dict:
+  """`project` of each phase from its recipe's schedule on UCF101 split 1, its fed
+  train rate (end to end) and its eval rate; the total when both phases have one."""
   phases, total = {}, 0.0
   for phase in PHASES:
     e2e, ev = results["end_to_end"].get(phase), results["eval"].get(phase)
@@ -472,52 +477,60 @@ def _f(x, fmt: str = "{:.1f}", none: str = "—") -> str:
   return none if x is None else fmt.format(x)
 
 
+def _markdown(header: str, rows: list[list]) -> list[str]:
+  """A markdown table: ``header`` is its columns split by ``|``, a column ending in
+  ``>`` is right-aligned."""
+  cols = [c.strip() for c in header.split("|")]
+  out = ["| " + " | ".join(c.rstrip(">").strip() for c in cols) + " |",
+         "| " + " | ".join("---:" if c.endswith(">") else "---" for c in cols) + " |"]
+  return out + ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+
+
 def tables(results: dict) -> str:
   """The report's tables, markdown."""
   d = results["device"]
   out = [f"Measured by `bench/gpu_report.py{' --small' if results['small'] else ''}` on "
-         f"{d['count']} × {d['kind']} ({results['host']['cpus']} CPU cores), jax "
-         f"{results['jax']}, {results['date']}; {results['elapsed_s']:.0f} s.", "",
-         "| model | batch / device | impl | remat | clips/s | MFU | peak GiB | compile s "
-         "| note |", "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |"]
-  for r in results["rows"]:
-    note = r["status"] if r["status"] != "ok" else ""
-    if r["reason"]:
-      note += f": {r['reason']}"
-    out.append(f"| {r['model']} | {r['batch_per_device']} | {r['impl']} "
-               f"({r['impl_resolved']}) | {r['remat']} | {_f(r['clips_per_sec'])} | "
-               f"{_f(r['mfu'] and 100 * r['mfu'], '{:.1f} %')} | {_f(r['peak_gib'], '{:.2f}')} "
-               f"| {_f(r['compile_s'])} | {note} |")
-  out += ["", "| phase | step | device-resident clips/s | pipeline-fed clips/s | fraction "
-          "| workers |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-  for phase, e in results["end_to_end"].items():
-    if "fraction" in e:
-      out.append(f"| {phase} | {e['row']} | {e['synthetic_clips_per_sec']:.1f} | "
-                 f"{e['pipeline_clips_per_sec']:.1f} | {e['fraction']:.2f} | {e['workers']} |")
-    else:
-      out.append(f"| {phase} | {e['reason']} | | | | |")
-  out += ["", "| phase | eval batch | step clips/s | input clips/s per core (× cores) "
-          "| used |", "| --- | ---: | ---: | ---: | ---: |"]
-  for phase, e in results["eval"].items():
-    if "clips_per_sec" in e:
-      out.append(f"| {phase} | {e['batch']} | {e['step_clips_per_sec']:.1f} | "
-                 f"{e['input_clips_per_cpu_s']:.1f} (× {e['cores']}) | {e['clips_per_sec']:.1f} |")
-  proj = results["projection"]
-  out += ["", f"Projected UCF101 recipe on this host ({proj['dataset']}: "
-          f"{proj['videos']['train']} train / {proj['videos']['test']} test videos):", "",
-          "| phase | steps × batch | step used | train clips/s | train h | evals × views "
-          "| eval min | total h |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+         f"{d['count']} × {d['kind']} (allocator limit "
+         f"{_f(d['memory_gib'], '{:.1f} GiB', 'unknown')}; {results['host']['cpus']} CPU "
+         f"cores), jax {results['jax']}, {results['date']}; {results['elapsed_s']:.0f} s.",
+         ""]
+  out += _markdown(
+      "model | batch / device > | impl | remat | clips/s > | MFU > | peak GiB > | "
+      "compile s > | note",
+      [[r["model"], r["batch_per_device"], f"{r['impl']} ({r['impl_resolved']})",
+        r["remat"], _f(r["clips_per_sec"]), _f(r["mfu"] and 100 * r["mfu"], "{:.1f} %"),
+        _f(r["peak_gib"], "{:.2f}"), _f(r["compile_s"]),
+        "" if r["status"] == "ok" else f"{r['status']}: {r['reason']}"]
+       for r in results["rows"]])
+  out += [""] + _markdown(
+      "phase | step | device-resident clips/s > | pipeline-fed clips/s > | fraction > | "
+      "workers >",
+      [[phase, e["row"], f"{e['synthetic_clips_per_sec']:.1f}",
+        f"{e['pipeline_clips_per_sec']:.1f}", f"{e['fraction']:.2f}", e["workers"]]
+       if "fraction" in e else [phase, e["reason"], "", "", "", ""]
+       for phase, e in results["end_to_end"].items()])
+  out += [""] + _markdown(
+      "phase | eval batch > | step clips/s > | input clips/s per core (× cores) > | used >",
+      [[phase, e["batch"], f"{e['step_clips_per_sec']:.1f}",
+        f"{e['input_clips_per_cpu_s']:.1f} (× {e['cores']})", f"{e['clips_per_sec']:.1f}"]
+       for phase, e in results["eval"].items()])
+  proj, rows = results["projection"], []
   for phase, p in proj["phases"].items():
     s = p["schedule"]
     if "total_s" not in p:
-      out.append(f"| {phase} | {s['steps']} × {s['batch']} | {p['reason']} | | | | | |")
+      rows.append([phase, f"{s['steps']} × {s['batch']}", p["reason"], "", "", "", "", ""])
       continue
     accum = f" (accum_steps {p['accum_steps']})" if p["accum_steps"] > 1 else ""
-    out.append(f"| {phase} | {s['steps']} × {s['batch']} | {p['row']}{accum} | "
-               f"{p['train_clips_per_sec']:.1f} | {p['train_s'] / 3600:.2f} | "
-               f"{s['evals']} × {s['eval_views']} | {p['eval_s'] / 60:.1f} | "
-               f"{p['total_s'] / 3600:.2f} |")
-  out.append(f"| **total** | | | | | | | **{_f(proj['total_hours'], '{:.2f}')}** |")
+    rows.append([phase, f"{s['steps']} × {s['batch']}", p["row"] + accum,
+                 f"{p['train_clips_per_sec']:.1f}", f"{p['train_s'] / 3600:.2f}",
+                 f"{s['evals']} × {s['eval_views']}", f"{p['eval_s'] / 60:.1f}",
+                 f"{p['total_s'] / 3600:.2f}"])
+  rows.append(["**total**", "", "", "", "", "", "",
+               f"**{_f(proj['total_hours'], '{:.2f}')}**"])
+  out += ["", f"Projected UCF101 recipe on this host ({proj['dataset']}: "
+          f"{proj['videos']['train']} train / {proj['videos']['test']} test videos):", ""]
+  out += _markdown("phase | steps × batch > | step used | train clips/s > | train h > | "
+                   "evals × views > | eval min > | total h >", rows)
   return "\n".join(out)
 
 
@@ -580,7 +593,7 @@ def parse_args(argv=None):
   p.add_argument("--budget-s", type=float, default=None,
                  help="wall-clock budget from the start (default 420; small: 600)")
   p.add_argument("--reserve-s", type=float, default=None,
-                 help="kept from the rows for e2e, eval and projection (100; small: 0)")
+                 help="kept from the rows for e2e, eval and projection (120; small: 0)")
   p.add_argument("--memory-gib", type=float, default=0.0,
                  help="device memory to hold each step's peak against (default: what "
                  "the device has free; on a CPU none)")
@@ -589,12 +602,12 @@ def parse_args(argv=None):
   p.add_argument("--videos", type=int, default=None,
                  help="distinct generated clips (default 24; small: 8)")
   p.add_argument("--e2e-seconds", type=float, default=None,
-                 help="timed window of the pipeline-fed steps (default 10; small: 1)")
+                 help="timed window of the pipeline-fed steps (default 10; small: 0.5)")
   args = p.parse_args(argv)
   small = args.small
   defaults = dict(batches=[4, 8] if small else [8, 32, 64], image_batch=2 if small else 32,
-                  budget_s=600.0 if small else 420.0, reserve_s=0.0 if small else 100.0,
-                  videos=8 if small else 24, e2e_seconds=1.0 if small else 10.0)
+                  budget_s=600.0 if small else 420.0, reserve_s=0.0 if small else 120.0,
+                  videos=8 if small else 24, e2e_seconds=0.5 if small else 10.0)
   for k, v in defaults.items():
     if getattr(args, k) is None:
       setattr(args, k, v)
@@ -635,8 +648,9 @@ def main(argv=None) -> int:
       row = rows.run(spec, _elapsed())
       results["rows"].append(row)
       status = max(status, int(row["status"] == "error"))
-      _say(f"{_row_name(row)}: {row['status']} {_f(row['clips_per_sec'])} clips/s "
-           f"{row['reason']}")
+      _say(f"{_row_name(row)}: " + (
+          f"{row['clips_per_sec']:.1f} clips/s, compiled in {row['compile_s']:.1f} s"
+          if row["status"] == "ok" else f"{row['status']}: {row['reason']}"))
       results["elapsed_s"] = _elapsed()
       write(results, args.out)
     footage = footage.result()

@@ -111,6 +111,15 @@ def test_recipe_schedule_counts_like_the_loop():
   assert (p["train_s"], p["eval_s"], p["total_s"]) == (20.0, 6.0, 29.0)
 
 
+def test_rows_past_the_budget_are_skipped_rows():
+  gpu_report = _gpu_report()
+  args = gpu_report.parse_args(["--small", "--budget-s", "100", "--reserve-s", "30"])
+  row = gpu_report.Rows(args, bases={}).run(gpu_report.RowSpec("finetune", 4, "auto", "none"),
+                                            elapsed=71.0)
+  assert row["status"] == "skipped" and "time budget" in row["reason"]
+  assert row["clips_per_sec"] is None
+
+
 def test_oom_errors_are_told_apart():
   gpu_report = _gpu_report()
   assert gpu_report.is_oom(RuntimeError(
