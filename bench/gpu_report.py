@@ -55,7 +55,14 @@ then with it, the image models, then the ``xla`` kernels. So the run ends within
 minutes plus one row's misestimate. The JSON is rewritten after every row, so a run
 stopped early still leaves what it measured.
 
-Exit status 1 when a row failed other than by memory (its error is in the row).
+The JSON (``schema`` 1): ``device`` (kind, count, allocator limit), ``host``, ``jax``,
+``rows`` (per row: ``model``, ``batch_per_device``, ``impl``, ``remat``, ``status`` ok /
+oom / skipped / error with its ``reason``, ``clips_per_sec``, ``steps_per_sec``, ``mfu``,
+``tflops_per_step``, ``peak_gib``, ``temp_gib``, ``compile_s``), ``end_to_end`` and
+``eval`` (per phase), ``projection`` (per phase: the recipe's ``schedule``, the ``row``
+used and its ``accum_steps``, ``train_s``, ``eval_s``, ``compile_s``, ``total_s``; and
+``total_hours``). Exit status 1 when a row, an e2e run or an eval failed other than by
+memory (the error is in the JSON and the tables).
 """
 
 from __future__ import annotations
@@ -251,6 +258,11 @@ def is_oom(error: BaseException) -> bool:
   return any(t in text for t in OOM_TEXTS)
 
 
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines() or [""]
+  return f"{type(error).__name__}: {lines[0][:300]}"
+
+
 def free_bytes(device) -> int | None:
   """Bytes ``device``'s allocator can still give (its limit less what is in use);
   None when it does not say (CPU)."""
@@ -346,12 +358,11 @@ class Rows:
       self._measure(spec, config, row, key)
     except Exception as e:  # pylint: disable=broad-except
       # A row that fails is reported as such; the report goes on to the next one.
-      first = str(e).strip().split("\n")[0][:300]
       if is_oom(e):
-        row.update(status="oom", reason=f"at run time: {first}")
+        row.update(status="oom", reason=f"at run time: {_first_line(e)}")
         self.fitted[key] = ("oom", spec.batch)
       else:
-        row.update(status="error", reason=f"{type(e).__name__}: {first}")
+        row.update(status="error", reason=_first_line(e))
         logging.exception("row %s failed", spec)
     self.cost[spec.family] = time.perf_counter() - start
     if spec.family not in PHASES:  # the image models have one row each: free their state
@@ -443,8 +454,11 @@ def projection(rows: Rows, results: dict, bases: dict) -> dict:
   for phase in PHASES:
     e2e, ev = results["end_to_end"].get(phase), results["eval"].get(phase)
     schedule = recipe_schedule(bases[phase], UCF101_SPLIT1["train"], UCF101_SPLIT1["test"])
-    if not (e2e and ev and "pipeline_clips_per_sec" in e2e):
-      phases[phase] = dict(schedule=schedule, reason="no measured step for this phase")
+    missing = [f"{name}: {part.get('reason', 'not measured')}"
+               for name, part in (("end to end", e2e or {}), ("eval", ev or {}))
+               if "clips_per_sec" not in part and "pipeline_clips_per_sec" not in part]
+    if missing:
+      phases[phase] = dict(schedule=schedule, reason="; ".join(missing))
       total = None
       continue
     row = rows.best[phase][0]
@@ -513,6 +527,7 @@ def tables(results: dict) -> str:
       "phase | eval batch > | step clips/s > | input clips/s per core (× cores) > | used >",
       [[phase, e["batch"], f"{e['step_clips_per_sec']:.1f}",
         f"{e['input_clips_per_cpu_s']:.1f} (× {e['cores']})", f"{e['clips_per_sec']:.1f}"]
+       if "clips_per_sec" in e else [phase, "", "", e["reason"], ""]
        for phase, e in results["eval"].items()])
   proj, rows = results["projection"], []
   for phase, p in proj["phases"].items():
@@ -659,12 +674,21 @@ def main(argv=None) -> int:
       if phase not in rows.best:
         results["end_to_end"][phase] = dict(reason="no measured step for this phase")
         continue
-      results["end_to_end"][phase] = end_to_end_phase(
-          rows, phase, footage, args.workers, args.e2e_seconds)
-      _say(f"e2e {phase}: fraction {results['end_to_end'][phase]['fraction']:.2f}")
-      results["eval"][phase] = eval_phase(rows, phase, footage,
-                                          args.e2e_seconds / 3, args.round_s)
-      _say(f"eval {phase}: {results['eval'][phase]['clips_per_sec']:.1f} clips/s")
+      for section, measure, extra in (
+          ("end_to_end", end_to_end_phase, (args.workers, args.e2e_seconds)),
+          ("eval", eval_phase, (args.e2e_seconds / 3, args.round_s))):
+        try:
+          results[section][phase] = measure(rows, phase, footage, *extra)
+        except Exception as e:  # pylint: disable=broad-except
+          # Reported in its table and the exit status; the other measurements go on.
+          results[section][phase] = dict(reason=f"error: {_first_line(e)}")
+          logging.exception("%s of %s failed", section, phase)
+          status = 1
+        _say(f"{section} {phase}: " + ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in results[section][phase].items()))
+        results["elapsed_s"] = _elapsed()
+        write(results, args.out)
     results["projection"] = projection(rows, results, bases)
     results["elapsed_s"] = _elapsed()
     path = write(results, args.out)
