@@ -2,7 +2,7 @@
 # Downloads into .whl/ the wheels that a bare GPU host lacks to run time_jax, so that
 # its minutes go to measuring rather than installing.
 #
-#   bash bench/gpu_wheels.sh            # here, where PyPI answers; ~41 MiB (PyAV ~34)
+#   bash bench/gpu_wheels.sh            # here, where PyPI answers; 39 MiB (PyAV 34)
 #
 # The host (the lent nvidia-h100-x1 / nvidia-h200 machines: Python 3.12, x86-64, no
 # network) already has JAX 0.11 with CUDA, flax, optax, orbax-checkpoint, numpy,
@@ -12,7 +12,7 @@
 # ones the test suite runs with here. tensorflow-datasets is left out: time_jax imports
 # it only for dataset.source='tfds'.
 #
-# On the host, install them first in the same command (`.whl` carried, ~43 MiB with
+# On the host, install them first in the same command (`.whl` carried, ~40 MiB with
 # the working tree, under the 64 MiB a call may carry):
 #
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
