@@ -13,9 +13,16 @@ MFU).
 
     python bench/train_step.py --ablate         # also finetune without mixup, layer
                                                 # decay or drop path
+
+The pieces (`create_state`, `compile_step`, `time_compiled`, `rate`, `step_flops`,
+`shrink`)
+also serve `bench/gpu_report.py` and `bench/end_to_end.py`.
 """
 
+from __future__ import annotations
+
 import argparse
+import math
 import time
 
 import jax
@@ -34,9 +41,11 @@ from time_jax.train import tasks
 # Dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12,
               "A10": 125e12, "V100": 125e12}
+NUM_CLASSES = 101  # UCF101
 
 
-def _peak(device) -> float | None:
+def peak_flops(device) -> float | None:
+  """Dense bf16 peak FLOP/s of ``device`` (`PEAK_FLOPS`), None when unknown."""
   kind = getattr(device, "device_kind", "")
   for name, flops in PEAK_FLOPS.items():
     if name.lower() in kind.lower():
@@ -44,19 +53,118 @@ def _peak(device) -> float | None:
   return None
 
 
+def shrink(config: ml_collections.ConfigDict, image_size: int = 32) -> None:
+  """A tiny model of ``config.model.name``'s family on ``image_size``² clips of 4
+  frames (ViT, ResNet: the recipe's T*), float32: the same code paths in seconds on a CPU."""
+  config.image_size, config.model.dtype = image_size, "float32"
+  name, kw = config.model.name, dict(config.model.kwargs)
+  if name.startswith("resnet"):
+    kw.update(stages=(1, 1, 1, 1))
+  else:
+    config.time.t_out = min(config.time.t_out, 4)
+    kw.update(patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    if name.startswith("videomae"):
+      kw.update(tubelet_size=2)
+    if models.is_pretrainer(name):
+      kw.update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+  config.model.kwargs = ml_collections.ConfigDict(kw)
+
+
+def create_state(config: ml_collections.ConfigDict, num_classes: int = NUM_CLASSES):
+  """``(mesh, task, state, shardings, tx)`` of ``config`` on all devices.
+
+  The state depends on the model's parameters and the optimizer only, so one serves
+  every ``model.kwargs.impl`` and ``model.remat`` of a model (`make_task`)."""
+  mesh = sharding.make_mesh(config.mesh)
+  task = make_task(config, num_classes)
+  state, shardings, tx = state_lib.create(
+      task.init_fn(), lambda p: optimizer_lib.create(config, p, 100, 1000),
+      jax.random.PRNGKey(0), mesh)
+  return mesh, task, state, shardings, tx
+
+
+def make_task(config: ml_collections.ConfigDict, num_classes: int = NUM_CLASSES):
+  """The task (`time_jax.train.tasks`) of ``config``'s model, mode and kernels."""
+  return tasks.for_config(config, models.from_config(config, num_classes), num_classes)
+
+
+def random_batch(config: ml_collections.ConfigDict, task, mesh, batch: int, seed: int = 0):
+  """A device-resident global batch of ``batch`` clips as the pipeline gives them:
+  uint8 ``frames [batch, t_out·n², H*/n, W*/n, 3]`` and ``label [batch]``. The step's
+  speed does not depend on the pixels."""
+  cell, n = config.image_size // config.time.n, config.time.n
+  rng = np.random.default_rng(seed)
+  frames = rng.integers(0, 256, (batch, config.time.t_out * n * n, cell, cell, 3),
+                        dtype=np.uint8)
+  labels = rng.integers(0, NUM_CLASSES, batch).astype(np.int32)
+  return steps_lib.global_batch({"frames": frames, "label": labels}, mesh,
+                                keys=task.batch_keys)
+
+
+def compile_step(config: ml_collections.ConfigDict, task, tx, shardings, mesh, state, batch):
+  """The loop's train step of ``task``, jitted as the loop does and compiled for
+  ``(state, batch)``."""
+  step = steps_lib.jit_train_step(task.train_step(tx), shardings, mesh,
+                                  remat=config.model.remat)
+  return step.lower(state, batch, jax.random.PRNGKey(1)).compile()
+
+
+def step_flops(config: ml_collections.ConfigDict, task, batch: int) -> float | None:
+  """Model FLOPs of one training step of ``batch`` clips (3 × forward); None for a
+  model `time_jax.models.flops` has no count for (ResNet)."""
+  try:
+    return 3 * batch * flops_lib.forward_flops(task.model, config.time.t_out,
+                                               config.image_size)
+  except ValueError:
+    return None
+
+
+def rate(call, *, steps: int | None = None, round_s: float = 0.4, rounds: int = 3,
+         warmup: int = 1) -> float:
+  """Calls/s of ``call()`` (which returns arrays to wait for): the median of ``rounds``
+  rounds of ``steps`` calls after ``warmup`` calls; ``steps=None``: as many as fill
+  ``round_s`` seconds, from one more timed call."""
+  for _ in range(warmup):
+    jax.block_until_ready(call())
+  if steps is None:
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    steps = max(1, min(200, math.ceil(round_s / (time.perf_counter() - start))))
+  elapsed = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    out = None
+    for _ in range(steps):
+      out = call()
+    jax.block_until_ready(out)
+    elapsed.append(time.perf_counter() - start)
+  return steps / sorted(elapsed)[len(elapsed) // 2]
+
+
+def time_compiled(compiled, state, batch, *, steps: int | None = None, round_s: float = 0.4,
+                  rounds: int = 3, warmup: int = 3, seed: int = 1):
+  """``(steps/s, state)`` of the compiled train step on one batch (`rate`)."""
+  key, box = jax.random.PRNGKey(seed), {"state": state, "i": 0}
+
+  def one_step():
+    box["i"] += 1
+    box["state"], metrics = compiled(box["state"], batch, jax.random.fold_in(key, box["i"]))
+    return metrics
+
+  return (rate(one_step, steps=steps, round_s=round_s, rounds=rounds, warmup=warmup),
+          box["state"])
+
+
 def _config(mode: str, small: bool, batch: int) -> ml_collections.ConfigDict:
   c = config_lib.base_config()
   c.mode = mode
-  c.image_size, c.time.n, c.time.t_out = (32, 2, 4) if small else (224, 2, 16)
+  c.time.n, c.time.t_out = 2, 16
   c.input.batch_size = batch
   c.model.name = "videomae_b_pretrain" if mode == "pretrain" else "videomae_b"
-  c.model.dtype = "float32" if small else "bfloat16"
-  kw = dict(drop_path_rate=0.1 if mode == "finetune" else 0.0)
+  c.model.kwargs = ml_collections.ConfigDict(
+      dict(drop_path_rate=0.1 if mode == "finetune" else 0.0))
   if small:
-    kw.update(patch_size=8, embed_dim=64, depth=2, num_heads=2)
-    if mode == "pretrain":
-      kw.update(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
-  c.model.kwargs = ml_collections.ConfigDict(kw)
+    shrink(c)
   c.pretrain.mask_ratio = 0.9
   c.optimizer.layer_decay = 1.0 if mode == "pretrain" else 0.75
   c.mesh.update(data=-1, fsdp=1, model=1)
@@ -71,38 +179,15 @@ def bench(mode: str, small: bool, batch: int, steps: int, **overrides) -> dict:
     for part in path:
       node = node[part]
     node[leaf] = value
-  mesh = sharding.make_mesh(config.mesh)
-  model = models.from_config(config, 101)
-  task = tasks.for_config(config, model, 101)
-  state, shardings, tx = state_lib.create(
-      task.init_fn(), lambda p: optimizer_lib.create(config, p, 100, 1000),
-      jax.random.PRNGKey(0), mesh)
-  step = steps_lib.jit_train_step(task.train_step(tx), shardings, mesh)
-  cell = config.image_size // config.time.n
-  rng = np.random.default_rng(0)
-  frames = rng.integers(0, 256, (batch, config.time.t_out * config.time.n ** 2, cell, cell, 3),
-                        dtype=np.uint8)
-  batch_np = {"frames": frames, "label": rng.integers(0, 101, batch).astype(np.int32)}
-  gb = steps_lib.global_batch(batch_np, mesh, keys=task.batch_keys)
-  key = jax.random.PRNGKey(1)
-  compiled = step.lower(state, gb, key).compile()
-  flops = 3 * batch * flops_lib.forward_flops(model, config.time.t_out, config.image_size)
-  for _ in range(3):  # warm-up
-    state, m = compiled(state, gb, key)
-  jax.block_until_ready(m)
-  elapsed = []
-  for r in range(3):  # the median of three rounds of `steps` steps
-    start = time.perf_counter()
-    for i in range(steps):
-      state, m = compiled(state, gb, jax.random.fold_in(key, r * steps + i))
-    jax.block_until_ready(m)
-    elapsed.append(time.perf_counter() - start)
-  elapsed = sorted(elapsed)[1]
-  rate = steps / elapsed
-  peak = _peak(jax.devices()[0])
-  mfu = flops * rate / (peak * jax.device_count()) if peak and flops else None
-  return dict(mode=mode, steps_per_sec=rate, clips_per_sec=rate * batch,
-              tflops_per_step=flops / 1e12, mfu=mfu)
+  mesh, task, state, shardings, tx = create_state(config)
+  gb = random_batch(config, task, mesh, batch)
+  compiled = compile_step(config, task, tx, shardings, mesh, state, gb)
+  per_sec, _ = time_compiled(compiled, state, gb, steps=steps)
+  flops = step_flops(config, task, batch)
+  peak = peak_flops(jax.devices()[0])
+  mfu = flops * per_sec / (peak * jax.device_count()) if peak and flops else None
+  return dict(mode=mode, steps_per_sec=per_sec, clips_per_sec=per_sec * batch,
+              tflops_per_step=(flops or 0) / 1e12, mfu=mfu)
 
 
 def main():
