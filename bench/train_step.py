@@ -109,14 +109,11 @@ def compile_step(config: ml_collections.ConfigDict, task, tx, shardings, mesh, s
   return step.lower(state, batch, jax.random.PRNGKey(1)).compile()
 
 
-def step_flops(config: ml_collections.ConfigDict, task, batch: int) -> float | None:
-  """Model FLOPs of one training step of ``batch`` clips (3 × forward); None for a
-  model `time_jax.models.flops` has no count for (ResNet)."""
-  try:
-    return 3 * batch * flops_lib.forward_flops(task.model, config.time.t_out,
-                                               config.image_size)
-  except ValueError:
-    return None
+def step_flops(config: ml_collections.ConfigDict, task, batch: int) -> float:
+  """Model FLOPs of one training step of ``batch`` clips (3 × forward,
+  `time_jax.models.flops`)."""
+  return 3 * batch * flops_lib.forward_flops(task.model, config.time.t_out,
+                                             config.image_size)
 
 
 def rate(call, *, steps: int | None = None, round_s: float = 0.4, rounds: int = 3,

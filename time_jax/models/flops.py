@@ -1,4 +1,4 @@
-"""Model FLOPs of the transformer backbones, for MFU.
+"""Model FLOPs of the backbones (VideoMAE, ViT, ResNet), for MFU.
 
 Counts the multiply-adds of the matrix products (2 FLOPs each) of one forward pass per
 clip, as MFU is defined (Chowdhery et al., 2022): model FLOPs, not the FLOPs the hardware
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flax import linen as nn
 
-from time_jax.models import videomae, vit
+from time_jax.models import resnet, videomae, vit
 
 
 def _encoder(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
@@ -24,12 +24,38 @@ def _encoder(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
   return depth * (linear + attention)
 
 
+def _resnet_frame(model: resnet.ResNet, size: int) -> float:
+  """One ``size``² frame through `resnet.ResNet`: its convolutions and ``fc`` (every
+  stride-2 layer, pooling included, gives ``ceil(size / 2)``)."""
+  def half(h):
+    return -(-h // 2)
+
+  h = half(size)
+  total = 2 * h * h * 7 * 7 * 3 * 64  # conv1
+  h, channels = half(h), 64  # max pool
+  for s, blocks in enumerate(model.stages):
+    width = 64 * 2 ** s
+    for b in range(blocks):
+      stride = 2 if b == 0 and s > 0 else 1
+      out = half(h) if stride == 2 else h
+      total += 2 * h * h * channels * width          # 1×1
+      total += 2 * out * out * 9 * width * width     # 3×3, the block's stride
+      total += 2 * out * out * width * 4 * width     # 1×1, ×4
+      if stride != 1 or channels != 4 * width:       # projection shortcut
+        total += 2 * out * out * channels * 4 * width
+      h, channels = out, 4 * width
+  return total + 2 * channels * model.num_classes
+
+
 def forward_flops(model: nn.Module, num_frames: int, image_size: int) -> float:
   """Forward FLOPs per clip of ``num_frames`` frames of ``image_size``².
 
-  ``model``: `videomae.VideoMAE`, `videomae.VideoMAEPretrain` (at its mask ratio) or
-  `vit.ViT` (frame by frame); other models raise a ``ValueError``.
+  ``model``: `videomae.VideoMAE`, `videomae.VideoMAEPretrain` (at its mask ratio),
+  `vit.ViT` or `resnet.ResNet` (both frame by frame); other models raise a
+  ``ValueError``.
   """
+  if isinstance(model, resnet.ResNet):
+    return num_frames * _resnet_frame(model, image_size)
   if isinstance(model, (videomae.VideoMAE, videomae.VideoMAEPretrain)):
     t, p = videomae.token_grid(num_frames, image_size, model.patch_size, model.tubelet_size)
     tokens = t * p
@@ -54,4 +80,4 @@ def forward_flops(model: nn.Module, num_frames: int, image_size: int) -> float:
                  + 2 * model.embed_dim * model.num_classes)
     return num_frames * per_frame
   raise ValueError(f"No FLOP count for {type(model).__name__}: time_jax counts VideoMAE, "
-                   "VideoMAEPretrain and ViT.")
+                   "VideoMAEPretrain, ViT and ResNet.")
