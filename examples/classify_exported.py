@@ -107,8 +107,10 @@ def dense_indices(num_frames: int, length: int, clip: int = 0, num_clips: int = 
   """``'dense'``: ``length`` frames ``stride`` apart; the K clips spread over the video."""
   idx = list(range(0, num_frames, stride))
   idx += [idx[-1]] * (length - len(idx))
-  step = max((len(idx) - length) / (num_clips - 1), 0) if num_clips > 1 else 0
-  start = int(clip * step)
+  if num_clips > 1:
+    start = int(clip * max((len(idx) - length) / (num_clips - 1), 0))
+  else:  # one clip: the middle window
+    start = (len(idx) - length) // 2
   return np.asarray(idx[start:start + length], np.int64)
 
 

@@ -19,6 +19,7 @@ from time_jax import models
 from time_jax import predict
 from time_jax.data import scenes
 from time_jax.data import synthetic
+from time_jax.data import transforms
 from time_jax.diagnose import inputs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "diagnose"))
@@ -256,6 +257,15 @@ def test_client_sampling_rules():
   np.testing.assert_array_equal(client.dense_indices(100, 8, 1, 2), np.arange(68, 100, 4))
   np.testing.assert_array_equal(client.dense_indices(100, 8, 1, 3), np.arange(32, 64, 4))
   np.testing.assert_array_equal(client.dense_indices(10, 8, 1, 2), [0, 4, 8, 8, 8, 8, 8, 8])
+  # Both rules are the pipeline's, clip by clip (one clip: the middle window).
+  for frames in (5, 31, 100, 250):
+    for clips in (1, 2, 5):
+      for k in range(clips):
+        np.testing.assert_array_equal(client.dense_indices(frames, 16, k, clips, 4),
+                                      transforms.dense_eval_indices(frames, 16, 4, k, clips))
+        np.testing.assert_array_equal(client.segment_indices(frames, 16, k, clips),
+                                      transforms.clip_indices(frames, 4, 2, clip=k,
+                                                              num_clips=clips))
 
 
 def test_client_merges():

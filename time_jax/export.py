@@ -63,8 +63,9 @@ _SAMPLING_TEXT = {
                 "start + (end - start)·(2k+1) // (2K) of each (K = 1: start + "
                 "(end - start - 1) // 2); a video shorter than L frames takes i·T // L.",
     "dense": "idx = range(0, T, stride) padded with its last element to L = T*·N²; "
-             "step = max((len(idx) - L) / (K - 1), 0) (0 when K = 1); clip k of K takes "
-             "idx[int(k·step) : int(k·step) + L] (VideoMAE's test sampling).",
+             "step = max((len(idx) - L) / (K - 1), 0); clip k of K takes "
+             "idx[int(k·step) : int(k·step) + L] (VideoMAE's test sampling); one clip "
+             "(K = 1) takes idx[s : s + L] with s = (len(idx) - L) // 2.",
 }
 _CROP_TEXT = ("short side resized to max(cell) / crop_fraction, then a cell-sized crop: "
               "the centre (1 crop) or, for 3 crops, the start, centre and end of the long "

@@ -150,7 +150,7 @@ def test_resnet_batchnorm_statistics_span_the_global_batch(moving):
   batch (synchronised), so parameters and running statistics equal one device's."""
   config = moving.tiny_config("finetune")
   config.model.name = "resnet50"
-  config.model.kwargs = ml_collections.ConfigDict(dict(stages=(1, 1, 1, 1)))
+  config.model.kwargs = ml_collections.ConfigDict(dict(stages=(1,)))
   config.optimizer.layer_decay = 1.0
   batches = _batches(moving, config)
   config.mesh = ml_collections.ConfigDict(dict(data=8, fsdp=1, model=1))
