@@ -10,6 +10,10 @@ element's ``np.random.Generator`` (so results do not depend on worker count), an
     augment = RandAugment("rand-m7-n4-mstd0.5-inc1")
     frames = augment.apply(frames, augment.draw(rng))  # uint8 [T, H, W, 3] -> same
 
+`RandAugment.apply_view` computes the same followed by a view's crop and resize
+(`transforms.apply_view`) only where the view samples the frames, at a fraction of the
+price (``input.randaugment_on='frames_window'``; see there for what differs).
+
 What each op computes is Pillow's (as timm calls it), reproduced with OpenCV and numpy:
 
 * Invert, Posterize, Solarize, SolarizeAdd, Brightness: one lookup table for the clip.
@@ -275,15 +279,27 @@ class RandAugment:
     """``transforms.apply_view(apply(frames[indices], ops), view, out_size)``, computed
     only where the view samples (``input.randaugment_on='frames_window'``).
 
-    The geometric ops and the view are one affine warp per frame (a single bilinear
-    resampling, `transforms.plan_affine`); the colour ops run on the window of the
-    original frames that this warp reads (with their 3x3 neighbourhood for
-    Sharpness); the fill that each geometric op brings in is placed, after the colour
-    ops that follow it, where that op sampled outside the frame. AutoContrast,
-    Equalize and Contrast take their statistics from the whole frame at their place
-    in the sequence: exactly when no geometric op precedes them, else from every
-    `_STATISTICS_STRIDE`-th pixel of the transformed frame, fill included. Colour ops
-    that follow a geometric op act before its resampling instead of after it.
+    Only the window of the augmented frames that the view's warp reads is computed
+    (with a pixel more around it per Sharpness), and the view's warp is
+    `transforms.apply_view`'s own. Colour ops act on the pixels there, with each
+    frame's statistics (AutoContrast, Equalize, Contrast) and Sharpness's edge rows
+    as on the whole frame: without geometric ops the result is the frames path's,
+    bit for bit. The geometric ops are one warp from the source window onto that
+    window, each op's fill (passed through the colour ops after it) placed where
+    that op sampled outside the frame. What differs:
+
+    * The warp is bilinear where the ops may say bicubic (VideoMAE's): OpenCV's
+      bicubic warp costs several times its bilinear one. On real-looking footage a
+      single geometric op stays within a grey level of the frames path on average;
+      drawn policies differ about as much as the frames path with bilinear ops
+      differs from itself with bicubic ones (most where a Posterize, Solarize or
+      Equalize sharpens the difference).
+    * Several geometric ops are one resampling, and the colour ops between them act
+      before it.
+    * Statistics after a geometric op: Equalize and Contrast take them from every
+      `_STATISTICS_STRIDE`-th pixel of the transformed frame (fill included, that
+      op's own resampling); AutoContrast, whose extremes can hang on single pixels,
+      from the whole transformed frame (`apply`, for those ops only).
 
     Args:
       frames: uint8 ``[T, H, W, 3]`` RGB, the original frames.
@@ -537,8 +553,8 @@ _STATISTICS = {
 def _frame_tables(op: Op, frames: np.ndarray, weight: int = 1) -> np.ndarray:
   """uint8 ``[T, 3, 256]``: the tables of statistics op ``op`` for each frame.
 
-  ``weight`` scales the histograms of frames that sample every ``weight``-th pixel
-  (`_StagePlan` statistics), so the counts stand for the whole frame's.
+  ``weight`` scales the histograms of frames sampled at one pixel in ``weight``
+  (`_grid_tables`), so the counts stand for the whole frame's.
   """
   statistic, table = _STATISTICS[op.name]
   luts = np.empty((len(frames), 3, 256), np.uint8)
@@ -734,14 +750,15 @@ def _ring(ops: list[Op]) -> int:
   return sum(op.name in _SHARPNESS for op in ops)
 
 
-def _colour(frames, ops: list[Op], positions, tables: dict, edges):
-  """The colour ops ``ops[j]``, j in ``positions``, in order on each frame (or window)
-  of ``frames``; geometric ops among them are skipped."""
+def _colour(window: np.ndarray, t: int, ops: list[Op], positions, tables: dict,
+            edges) -> np.ndarray:
+  """The colour ops ``ops[j]``, j in ``positions``, in order on frame ``t``'s window
+  (statistics ops with that frame's tables); geometric ops among them are skipped."""
   for j in positions:
     if ops[j].name not in _GEOMETRY:
-      frames = [_colour_window(ops[j], frame, tables[j][t] if j in tables else None,
-                               edges) for t, frame in enumerate(frames)]
-  return frames
+      window = _colour_window(ops[j], window, tables[j][t] if j in tables else None,
+                              edges)
+  return window
 
 
 def _transformed(base: list[np.ndarray], ops: list[Op], tables: dict, start: int,
@@ -791,16 +808,14 @@ def _transformed(base: list[np.ndarray], ops: list[Op], tables: dict, start: int
                 for value in (values[:1] if (values == values[0]).all() else values)]
       fills.append((mask, images))
   for t, frame in enumerate(base):
-    (window,) = _colour([frame[y0:y1, x0:x1]], ops, range(start, last),
-                        {j: table[t:t + 1] for j, table in tables.items()}, before_edges)
+    window = _colour(frame[y0:y1, x0:x1], t, ops, range(start, last), tables,
+                     before_edges)
     window = cv2.warpAffine(window, matrix, size[::-1],
                             flags=interpolation | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
     for mask, images in fills:
       cv2.copyTo(images[t % len(images)], mask, window)
-    (window,) = _colour([window], ops, range(last + 1, end),
-                        {j: table[t:t + 1] for j, table in tables.items()}, edges)
-    yield window
+    yield _colour(window, t, ops, range(last + 1, end), tables, edges)
 
 
 def _grid_tables(ops: list[Op], j: int, base: list[np.ndarray], tables: dict,
@@ -846,7 +861,7 @@ def _apply_in_view(frames: np.ndarray, sources: list[int], ops: list[Op],
     if ops[j].name in _STATISTICS:
       tables[j] = _frame_tables(ops[j], base)
     if j < start:
-      base = _colour(base, ops, [j], tables, _WHOLE)
+      base = [_colour(frame, t, ops, [j], tables, _WHOLE) for t, frame in enumerate(base)]
   for j in range(first_geometric, len(ops)):
     if ops[j].name in _STATISTICS:
       tables[j] = _grid_tables(ops, j, base, tables, start, fill)
@@ -862,8 +877,7 @@ def _apply_in_view(frames: np.ndarray, sources: list[int], ops: list[Op],
     windows = _transformed(base, ops, tables, start, len(ops), placement,
                            (ey1 - ey0, ex1 - ex0), edges, fill, cv2.INTER_LINEAR)
   else:
-    windows = (_colour([frame[ey0:ey1, ex0:ex1]], ops, range(start, len(ops)),
-                       {j: table[t:t + 1] for j, table in tables.items()}, edges)[0]
-               for t, frame in enumerate(base))
+    windows = (_colour(frame[ey0:ey1, ex0:ex1], t, ops, range(start, len(ops)), tables,
+                       edges) for t, frame in enumerate(base))
   return transforms.warp_windows(
       (window[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] for window in windows), warp, out)

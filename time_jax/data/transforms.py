@@ -6,7 +6,9 @@ resize to the TIME cell size ``H*/N x W*/N``) is a single bilinear affine warp p
 frame, so frames are resampled once. Large downscales first box-reduce by an integer
 factor so the bilinear warp does not alias. Both run in OpenCV's SIMD kernels, which
 release the GIL (the pipeline's read threads run them in parallel), on the window of
-the frame that the view samples, written straight into the output clip.
+the frame that the view samples, written straight into the output clip. `plan_view`
+plans that warp once per clip and `warp_windows` runs it on each frame's window
+(`randaugment.RandAugment.apply_view` feeds it augmented windows).
 
 * Training (`train_view`): random resized crop (area fraction and aspect ranges) or
   VideoMAE's multi-scale crop, horizontal flip, rotation, then resize to the cell size.
