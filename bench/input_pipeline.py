@@ -27,9 +27,9 @@ the speed-up (the earlier path had no RandAugment, so its rows have no ``before`
 run ends with the three RandAugment paths' clips/CPU-s side by side as ratios, per N and
 source (``--randaugment-only`` times just those rows; a view's RandAugment cost depends
 on its draw, and a few draws cost many views', so compare these over ``--seconds 20``
-or more). ``--threads T`` adds the fast
-path with T read threads in one process (wall clips/s, and its ratio to one thread): it
-scales with the cores only where the decoders and warps release the GIL. The issue's
+or more). ``--threads T`` adds the fast path with T read threads in one process (wall
+clips/s, and its ratio to one thread): it scales with the cores only where the
+decoders and warps release the GIL. The issue's
 goals at N = 2 per core: packed fine-tuning views >= 25 (with VideoMAE's RandAugment
 too), pretraining views >= 80, video fine-tuning views >= 12.
 """
