@@ -20,12 +20,18 @@ library threads).
   (``input.repeats`` of the recipe) from one decode, evaluation crops sharing a decode.
 
 Rows are training views (fine-tuning without RandAugment, with it on the original
-frames as VideoMAE (``ft RA frm``, the paper configs) or on the cropped views (``ft RA
-cell``); pretraining) and evaluation views; ``after/before`` is the speed-up (the earlier
-path had no RandAugment, so its rows have no ``before``). ``--threads T`` adds the fast path with T read threads in one process
-(wall clips/s, and its ratio to one thread): it scales with the cores only where the
-decoders and warps release the GIL. The issue's goals at N = 2 per core: packed fine-tuning views >= 25,
-pretraining views >= 80, video fine-tuning views >= 12.
+frames as VideoMAE (``ft RA frm``, the paper configs), the same computed in the window
+each view samples (``ft RA win``, ``input.randaugment_on='frames_window'``) or on the
+cropped views (``ft RA cell``); pretraining) and evaluation views; ``after/before`` is
+the speed-up (the earlier path had no RandAugment, so its rows have no ``before``). The
+run ends with the three RandAugment paths' clips/CPU-s side by side as ratios, per N and
+source (``--randaugment-only`` times just those rows; a view's RandAugment cost depends
+on its draw, and a few draws cost many views', so compare these over ``--seconds 20``
+or more). ``--threads T`` adds the fast path with T read threads in one process (wall
+clips/s, and its ratio to one thread): it scales with the cores only where the
+decoders and warps release the GIL. The issue's
+goals at N = 2 per core: packed fine-tuning views >= 25 (with VideoMAE's RandAugment
+too), pretraining views >= 80, video fine-tuning views >= 12.
 """
 
 from __future__ import annotations
@@ -103,6 +109,8 @@ def main():
   parser.add_argument("--skip-before", action="store_true", help="only the fast path")
   parser.add_argument("--threads", type=int, default=0,
                       help="also time the fast path with this many read threads")
+  parser.add_argument("--randaugment-only", action="store_true",
+                      help="only the fine-tuning rows with RandAugment (frm, win, cell)")
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     data = args.data
@@ -117,11 +125,15 @@ def main():
           f"{'after':>7} clips/s | {'after/before':>12} | after clips/CPU-s{threads}")
     # (row, recipe phase, input overrides, time the earlier path too). The earlier path
     # had no RandAugment, so its rows compare fine-tuning views without it.
-    rows = [("ft no RA", "finetune", dict(randaugment=""), True),
-            ("ft RA frm", "finetune", dict(randaugment_on="frames"), False),
-            ("ft RA cell", "finetune", dict(randaugment_on="cells"), False),
-            ("pretrain", "pretrain", {}, True),
-            ("eval", "eval", {}, True)]
+    augmented = {"ft RA frm": "frames", "ft RA win": "frames_window",
+                 "ft RA cell": "cells"}
+    rows = [("ft no RA", "finetune", dict(randaugment=""), True)]
+    rows += [(phase, "finetune", dict(randaugment_on=on), False)
+             for phase, on in augmented.items()]
+    rows += [("pretrain", "pretrain", {}, True), ("eval", "eval", {}, True)]
+    if args.randaugment_only:
+      rows = [row for row in rows if row[0] in augmented]
+    per_cpu = {}  # (row, n, source) -> clips/CPU-s
     for n in args.ns:
       for phase, recipe_phase, overrides, with_before in rows:
         config = recipe("pretrain" if recipe_phase == "pretrain" else "finetune", n, data,
@@ -139,6 +151,7 @@ def main():
             config = config.copy_and_resolve_references()
             config.dataset.update(source="packed", packed_dir=caches[size])
           after, after_cpu = rate(config, split, args.seconds)
+          per_cpu[phase, n, source] = after_cpu
           before = float("nan")
           if with_before and not args.skip_before:
             old = config.copy_and_resolve_references()
@@ -155,6 +168,12 @@ def main():
           print(f"{phase:<10} {n:>2} {source:<6} {repeats:>7} | {before:>7.1f} "
                 f"{after:>7.1f}         | {after / before:>12.2f} | {after_cpu:>6.1f}"
                 f"{scaling}", flush=True)
+    print("\nRandAugment paths, clips/CPU-s of this run (win = frames_window):")
+    for n in args.ns:
+      for source in ("video", "packed"):
+        frm, win, cell = (per_cpu[phase, n, source] for phase in augmented)
+        print(f"  N={n} {source:<6} frames {frm:6.1f}  win {win:6.1f}  cells {cell:6.1f}"
+              f"  | win/frames {win / frm:5.2f}  win/cells {win / cell:5.2f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from time_jax import time_layer
 from time_jax.data import config as data_config
 from time_jax.data import pipeline
+from time_jax.data import scenes
 from time_jax.data import transforms
 from time_jax.data.base import DecodeError, Record, Splits
 
@@ -86,8 +87,10 @@ def test_train_batches_format_and_contents():
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_same_seed_same_batches_any_worker_count(workers):
-  ref, _ = _take(_config(workers=0), "train", 4, seed=3)
-  got, _ = _take(_config(workers=workers), "train", 4, seed=3)
+  # RandAugment on the view's window too: its draws come from the element's seed.
+  augment = dict(randaugment="rand-m9-n4-p0.8", randaugment_on="frames_window")
+  ref, _ = _take(_config(workers=0, **augment), "train", 4, seed=3)
+  got, _ = _take(_config(workers=workers, **augment), "train", 4, seed=3)
   for a, b in zip(ref, got):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
@@ -422,11 +425,53 @@ def test_randaugment_draws_per_view_and_keeps_frames_consistent():
   bad.dataset.update(name="synthetic", root="/nowhere")  # no files needed to validate
   with pytest.raises(ValueError, match="input.randaugment"):
     data_config.validate(bad)
-  # On the cells: the same kind of change, cheaper; still per view, frames consistent.
-  cfg.input.randaugment_on = "cells"
-  c = next(iter(pipeline.build(cfg, "train", seed=0, splits=_splits(), reader=Texture())[0]))
-  assert not np.array_equal(c["frames"], ref["frames"])
-  assert (c["frames"] == c["frames"][:, :1]).all()
+  # On the cells, or on the window of the frames: the same kind of change, cheaper;
+  # still per view, frames consistent.
+  for on in ("cells", "frames_window"):
+    cfg.input.randaugment_on = on
+    c = next(iter(pipeline.build(cfg, "train", seed=0, splits=_splits(),
+                                 reader=Texture())[0]))
+    assert not np.array_equal(c["frames"], ref["frames"])
+    assert (c["frames"] == c["frames"][:, :1]).all()
+
+
+class Scene(CodeReader):
+  """Generated footage (`time_jax.data.scenes`), one 64x48 clip per record."""
+
+  def read(self, record, choose):
+    idx = choose(NUM_FRAMES)
+    rng = np.random.default_rng(int(record.path[3:]))
+    return scenes.scene_clip(rng, num_frames=NUM_FRAMES, height=48, width=64)[idx]
+
+
+def test_randaugment_on_the_window_draws_as_on_the_frames_and_resumes():
+  # 'frames_window' draws the ops and the view of each repeated view as 'frames'
+  # does, from the element's generator, and computes about the same pixels (another
+  # draw order would give other crops: tens of grey levels); it resumes exactly.
+  def build(on):
+    cfg = _config(batch=4, repeats=2, randaugment="rand-m7-n4-mstd0.5-inc1",
+                  randaugment_on=on, rotation=10.0)
+    cfg.image_size = 48  # 24x24 cells of the 64x48 frames
+    return pipeline.build(cfg, "train", seed=2, splits=_splits(), reader=Scene())[0]
+  it = iter(build("frames"))
+  frames = [next(it) for _ in range(3)]
+  it.close()
+  it = iter(build("frames_window"))
+  window = [next(it)]
+  state = it.get_state()
+  window += [next(it) for _ in range(2)]
+  it.close()
+  diffs = []
+  for a, b in zip(frames, window):
+    np.testing.assert_array_equal(a["index"], b["index"])
+    diffs += [np.abs(a["frames"][v].astype(int) - b["frames"][v]).mean()
+              for v in range(len(a["frames"]))]
+  assert np.mean(diffs) <= 1.0 and np.median(diffs) <= 0.5, diffs
+  it = iter(build("frames_window"))
+  it.set_state(state)
+  for b in window[1:]:
+    np.testing.assert_array_equal(next(it)["frames"], b["frames"])
+  it.close()
 
 
 def test_dense_sampling_reads_videomaes_frames_in_train_and_eval():

@@ -1,4 +1,5 @@
-"""RandAugment against timm's own ops through Pillow, op by op, and its draws' statistics.
+"""RandAugment against timm's own ops through Pillow, op by op, and its draws' statistics;
+the windowed path (`RandAugment.apply_view`) against the frames path it computes.
 
 timm is imported with torchvision stubbed (`time_jax.port.reference`); its op functions
 run on PIL images exactly as in VideoMAE's fine-tuning. timm draws an op's sign (and
@@ -14,6 +15,7 @@ from PIL import Image
 
 from time_jax.data import randaugment as ra
 from time_jax.data import scenes
+from time_jax.data import transforms
 from time_jax.port import reference
 
 reference.timm()
@@ -278,3 +280,154 @@ def test_apply_checks_its_input(clip):
     augment.apply(clip, [ra.Op("Rotate", 5.0)])
   with pytest.raises(ValueError, match="interpolation"):
     ra.RandAugment("rand", interpolation="nearest")
+  view = transforms.View((0, 0, 32, 24))
+  with pytest.raises(ValueError, match=r"apply_view: expected uint8 \[T, H, W, 3\]"):
+    augment.apply_view(clip[..., :1], [], view, (8, 8))
+  with pytest.raises(ValueError, match="apply_view: unknown op 'Cutout'"):
+    augment.apply_view(clip, [ra.Op("Cutout", 5.0)], view, (8, 8))
+
+
+# ----------------------------------------------------------------------------------
+# The windowed path: the frames path's result, computed where the view samples.
+# ----------------------------------------------------------------------------------
+
+_COLOUR_OPS = sorted(name for name in _ALL_OPS if name not in ra._GEOMETRY)  # pylint: disable=protected-access
+_GEOMETRIC_OPS = sorted(ra._GEOMETRY)  # pylint: disable=protected-access
+_CELL = (56, 56)
+
+
+def _edge_views(height, width, rng):
+  """Views at the frame's corners and edges, small and large, rotated and flipped,
+  and random ones; in the frame's pixels."""
+  views = [transforms.View((0, 0, width * 0.3, height * 0.3)),  # top-left corner
+           transforms.View((width * 0.7, height * 0.7, width * 0.3, height * 0.3),
+                           flip=True),  # bottom-right corner
+           transforms.View((width * 0.55, 0, width * 0.45, height), angle=12.0),
+           transforms.View((0, height * 0.5, width, height * 0.5), flip=True,
+                           angle=-20.0),
+           transforms.View((0, 0, width, height))]
+  for _ in range(3):
+    views.append(transforms.train_view(rng, height, width, scale=(0.08, 1.0),
+                                       rotation=15.0))
+  return views
+
+
+def _frames_path(augment, clip, ops, view, indices):
+  """Today's 'frames' order: RandAugment on the whole frames, then the view."""
+  return transforms.apply_view(augment.apply(clip[indices], ops), view, _CELL)
+
+
+def test_window_equals_frames_exactly_for_colour_ops():
+  # Colour ops act on the pixels the view reads, with the whole frame's statistics
+  # and Sharpness's frame-edge rule: bit for bit the frames path, at any view.
+  clip = scenes.scene_clip(np.random.default_rng(1), num_frames=2, height=60, width=80)
+  augment = ra.RandAugment("rand")
+  indices = [1, 0, 1]  # the clip is frames[indices]
+  rng = np.random.default_rng(0)
+  views = _edge_views(60, 80, rng)
+  sequences = [[ra.Op(name, 8.3, negate)] for name in _COLOUR_OPS
+               for negate in ((False, True) if ra._LEVELS[name][1] else (False,))]  # pylint: disable=protected-access
+  sequences += [[ra.Op("SharpnessIncreasing", 9.0), ra.Op("Equalize", 0.0),
+                 ra.Op("SharpnessIncreasing", 9.0, True), ra.Op("AutoContrast", 0.0)],
+                [ra.Op("SolarizeAdd", 7.0), ra.Op("ContrastIncreasing", 9.0),
+                 ra.Op("ColorIncreasing", 8.0, True), ra.Op("Equalize", 0.0)]]
+  for ops in sequences:
+    for view in views:
+      ours = augment.apply_view(clip, ops, view, _CELL, indices=indices)
+      np.testing.assert_array_equal(
+          ours, _frames_path(augment, clip, ops, view, indices), err_msg=f"{ops} {view}")
+
+
+@pytest.fixture(scope="module")
+def footage():
+  """Real-looking 320x240 footage (`scenes`), 2 frames, and views near its edges."""
+  clip = scenes.scene_clip(np.random.default_rng(3), num_frames=2)
+  return clip, _edge_views(240, 320, np.random.default_rng(4))
+
+
+def _mean_difference(a, b):
+  return float(np.abs(a.astype(np.int64) - b).mean())
+
+
+def test_window_is_within_a_grey_level_of_frames_for_geometric_ops(footage):
+  # One bilinear warp of the source window (all geometric ops) and the view's warp
+  # against Pillow-style bicubic warps of the whole frames: within a grey level on
+  # average for every op, sign, view (corners, rotations, flips) and fill.
+  clip, views = footage
+  augment = ra.RandAugment("rand")
+  for name in _GEOMETRIC_OPS:
+    for magnitude, negate in ((3.3, False), (8.1, True)):
+      ops = [ra.Op(name, magnitude, negate, "bicubic")]
+      diffs = [_mean_difference(augment.apply_view(clip, ops, view, _CELL),
+                                _frames_path(augment, clip, ops, view, [0, 1]))
+               for view in views]
+      assert np.mean(diffs) <= 1.0 and max(diffs) <= 1.25, (ops, diffs)
+
+
+@pytest.mark.parametrize("ops", [
+    # Statistics of the transformed frame, its fill included: Equalize and Contrast from
+    # every 2nd pixel, AutoContrast (extremes) whole; colour ops before the geometry
+    # before its resampling, fills passed through the ops after them; two geometric
+    # ops as one warp. (Colour ops between two geometric ops are not here: before
+    # or after the one resampling, a Posterize or Solarize there moves its steps by
+    # up to a few grey levels on average.)
+    [ra.Op("Rotate", 8.0, True, "bilinear"), ra.Op("Equalize", 0.0)],
+    [ra.Op("SolarizeIncreasing", 7.4), ra.Op("Rotate", 7.3, False, "bilinear"),
+     ra.Op("Equalize", 0.0)],
+    [ra.Op("TranslateYRel", 7.9, True, "bilinear"), ra.Op("AutoContrast", 0.0),
+     ra.Op("SolarizeIncreasing", 6.8)],
+    [ra.Op("ShearX", 7.0, False, "bilinear"), ra.Op("ContrastIncreasing", 7.4),
+     ra.Op("ColorIncreasing", 7.0, True), ra.Op("SharpnessIncreasing", 8.0)],
+    [ra.Op("Equalize", 0.0), ra.Op("TranslateXRel", 9.5, False, "bilinear"),
+     ra.Op("PosterizeIncreasing", 7.0), ra.Op("Invert", 0.0)],
+    [ra.Op("Rotate", 6.0, False, "bilinear"),  # then a whole-pixel translation (108)
+     ra.Op("TranslateYRel", 10.0, True, "bilinear"),
+     ra.Op("Equalize", 0.0), ra.Op("SolarizeAdd", 8.0)],
+    [ra.Op("SharpnessIncreasing", 8.0), ra.Op("ShearY", 7.0, False, "bilinear"),
+     ra.Op("SharpnessIncreasing", 8.0, True), ra.Op("ContrastIncreasing", 8.0)],
+    # Whole-pixel translations (144, 108): the first one's fill is brightened (231),
+    # the second one's is not (128).
+    [ra.Op("TranslateXRel", 10.0, False, "bilinear"), ra.Op("BrightnessIncreasing", 9.0),
+     ra.Op("TranslateYRel", 10.0, True, "bilinear")],
+], ids=lambda ops: "-".join(op.name for op in ops))
+def test_window_keeps_statistics_and_fill_of_the_transformed_frame(footage, ops):
+  # With bilinear warps in both paths, what is left is the window path's own
+  # arithmetic (statistics, op order, fills): under half a grey level.
+  clip, views = footage
+  augment = ra.RandAugment("rand")
+  for view in views:
+    diff = _mean_difference(augment.apply_view(clip, ops, view, _CELL),
+                            _frames_path(augment, clip, ops, view, [0, 1]))
+    assert diff <= 0.5, (view, diff)
+
+
+def test_window_follows_frames_for_drawn_policies(footage):
+  # VideoMAE's policy, drawn with its views as the pipeline draws them. Per draw, a
+  # Posterize / Solarize / Equalize next to a geometric op can amplify the bilinear
+  # (window) vs bicubic (frames) resampling to a few grey levels, as it does between
+  # the frames path's own bilinear and bicubic draws; on average the paths agree.
+  clip, _ = footage
+  augment = ra.RandAugment("rand-m7-n4-mstd0.5-inc1")
+  rng = np.random.default_rng(11)
+  diffs, geometric = [], 0
+  for _ in range(60):
+    ops = augment.draw(rng)
+    view = transforms.train_view(rng, 240, 320, scale=(0.08, 1.0), flip=True)
+    diffs.append(_mean_difference(augment.apply_view(clip, ops, view, _CELL),
+                                  _frames_path(augment, clip, ops, view, [0, 1])))
+    geometric += any(op.name in ra._GEOMETRY for op in ops)  # pylint: disable=protected-access
+  assert geometric >= 20 and np.mean(diffs) <= 0.5 and np.median(diffs) <= 0.3, diffs
+  assert np.mean(np.array(diffs) <= 1.0) >= 0.85, diffs
+
+
+def test_window_where_the_view_sees_only_fill():
+  # A translation by 45% of the width and a crop of the part it empties: all fill,
+  # after the colour ops that follow (Invert), as in the frames path.
+  clip = scenes.scene_clip(np.random.default_rng(1), num_frames=1, height=60, width=80)
+  augment = ra.RandAugment("rand")
+  ops = [ra.Op("TranslateXRel", 10.0, False, "bilinear"), ra.Op("Invert", 0.0)]
+  view = transforms.View((50, 10, 20, 20))
+  ours = augment.apply_view(clip, ops, view, (8, 8))
+  assert (ours == 255 - 128).all()
+  np.testing.assert_array_equal(ours, transforms.apply_view(augment.apply(clip, ops),
+                                                            view, (8, 8)))

@@ -96,8 +96,11 @@ def input_defaults() -> ml_collections.ConfigDict:
       # of ops and magnitudes per view, the same on every frame, before the crop.
       randaugment="",
       # Where RandAugment acts: 'frames' (the view's original frames before the crop,
-      # VideoMAE's order) or 'cells' (the cropped, resized view: the same ops on ~1/6
-      # of the pixels at N = 2; geometry and statistics then refer to the crop).
+      # VideoMAE's order), 'frames_window' (the same, computed only in the window the
+      # view samples: far cheaper, within about a grey level of 'frames';
+      # RandAugment.apply_view says how) or 'cells' (the cropped, resized view: the
+      # same ops on ~1/6 of the pixels at N = 2; geometry and statistics then refer to
+      # the crop).
       randaugment_on="frames",
       # Random erasing (VideoMAE's RandomErasing: pixel mode, cube=True, one box
       # through all frames of a clip with fresh noise in each), on device after
@@ -251,8 +254,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       fail("input.randaugment", f"{e} (timm's form, e.g. 'rand-m7-n4-mstd0.5-inc1'; '' "
            "= off)")
-  if i.randaugment_on not in ("frames", "cells"):
-    fail("input.randaugment_on", f"{i.randaugment_on!r}; use 'frames' or 'cells'.")
+  if i.randaugment_on not in ("frames", "frames_window", "cells"):
+    fail("input.randaugment_on", f"{i.randaugment_on!r}; use 'frames', "
+         "'frames_window' or 'cells'.")
   if not 0 <= i.random_erase_prob <= 1:
     fail("input.random_erase_prob", f"{i.random_erase_prob} must be in [0, 1].")
   def pair(field, example):

@@ -224,11 +224,19 @@ class TrainElement:
         # Before the crop, on the view's original frames, as VideoMAE (and timm) do.
         clip = self.augment(transforms.to_rgb(frames[positions]), rng)
         positions = None
+      # 'frames_window': the same draws (ops, then the view), computed only where the
+      # view samples (RandAugment.apply_view).
+      ops = (self.augment.draw(rng) if self.augment is not None
+             and s.randaugment_on == "frames_window" else None)
       view = transforms.train_view(
           rng, frames.shape[1], frames.shape[2], scale=s.scale, ratio=s.ratio,
           flip=s.flip, rotation=s.rotation, crop_mode=s.crop_mode, out_size=s.cell,
           scales=s.multiscale_scales, max_distort=s.multiscale_max_distort)
-      transforms.prepare(clip, view, s.cell, indices=positions, out=out[v])
+      if ops is not None:
+        self.augment.apply_view(transforms.to_rgb(frames), ops, view, s.cell,
+                                indices=positions, out=out[v])
+      else:
+        transforms.prepare(clip, view, s.cell, indices=positions, out=out[v])
       if self.augment is not None and s.randaugment_on == "cells":
         # On the view itself (cell size): 1/6 of a 320x240 frame's pixels at N = 2.
         out[v] = self.augment(out[v], rng)

@@ -10,6 +10,10 @@ element's ``np.random.Generator`` (so results do not depend on worker count), an
     augment = RandAugment("rand-m7-n4-mstd0.5-inc1")
     frames = augment.apply(frames, augment.draw(rng))  # uint8 [T, H, W, 3] -> same
 
+`RandAugment.apply_view` computes the same followed by a view's crop and resize
+(`transforms.apply_view`) only where the view samples the frames, at a fraction of the
+price (``input.randaugment_on='frames_window'``; see there for what differs).
+
 What each op computes is Pillow's (as timm calls it), reproduced with OpenCV and numpy:
 
 * Invert, Posterize, Solarize, SolarizeAdd, Brightness: one lookup table for the clip.
@@ -36,11 +40,14 @@ translations move by 0.45·magnitude/10 of the frame's own width or height.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
 import cv2
 import numpy as np
+
+from time_jax.data import transforms
 
 # timm.data.auto_augment's RandAugment op sets (_RAND_TRANSFORMS, _RAND_INCREASING_TRANSFORMS)
 # and its 'weights' choice set (_RAND_WEIGHTED_0, which uses the increasing ops).
@@ -263,27 +270,84 @@ class RandAugment:
     Returns:
       uint8 ``[T, H, W, 3]``: a new array, or ``frames`` itself when ``ops`` is empty.
     """
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-      raise ValueError(f"RandAugment.apply: expected uint8 [T, H, W, 3], got "
-                       f"{frames.dtype} {frames.shape}.")
-    for op in ops:
-      if op.name not in _LEVELS:
-        raise ValueError(f"RandAugment.apply: unknown op {op.name!r}; expected one of "
-                         f"{sorted(_LEVELS)}.")
-      frames = np.ascontiguousarray(frames)
-      if op.name in _GEOMETRY:
-        if op.resample not in ("bilinear", "bicubic"):
-          raise ValueError(f"RandAugment.apply: {op} needs resample 'bilinear' or "
-                           "'bicubic'.")
-        coeffs = _GEOMETRY[op.name](frames.shape[1], frames.shape[2], op.arg)
-        frames = _affine(frames, coeffs, op.resample, self.fill)
-      else:
-        frames = _COLOUR[op.name](frames, op.arg)
-    return frames
+    _check("apply", frames, ops)
+    return _apply(frames, ops, self.fill)
+
+  def apply_view(self, frames: np.ndarray, ops: list[Op], view: transforms.View,
+                 out_size: tuple[int, int], *, indices: np.ndarray | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """``transforms.apply_view(apply(frames[indices], ops), view, out_size)``, computed
+    only where the view samples (``input.randaugment_on='frames_window'``).
+
+    Only the window of the augmented frames that the view's warp reads is computed
+    (with a pixel more around it per Sharpness), and the view's warp is
+    `transforms.apply_view`'s own. Colour ops act on the pixels there, with each
+    frame's statistics (AutoContrast, Equalize, Contrast) and Sharpness's edge rows
+    as on the whole frame: without geometric ops the result is the frames path's,
+    bit for bit. The geometric ops are one warp from the source window onto that
+    window, each op's fill (passed through the colour ops after it) placed where
+    that op sampled outside the frame. What differs:
+
+    * The warp is bilinear where the ops may say bicubic (VideoMAE's): OpenCV's
+      bicubic warp costs several times its bilinear one. On real-looking footage a
+      single geometric op stays within a grey level of the frames path on average;
+      drawn policies differ about as much as the frames path with bilinear ops
+      differs from itself with bicubic ones (most where a Posterize, Solarize or
+      Equalize sharpens the difference).
+    * Several geometric ops are one resampling, and the colour ops between them act
+      before it.
+    * Statistics after a geometric op: Equalize and Contrast take them from every
+      `_STATISTICS_STRIDE`-th pixel of the transformed frame (fill included, that
+      op's own resampling); AutoContrast, whose extremes can hang on single pixels,
+      from the whole transformed frame (`apply`, for those ops only).
+
+    Args:
+      frames: uint8 ``[T, H, W, 3]`` RGB, the original frames.
+      ops: from `draw`.
+      view: the crop / flip / rotation in the frames' pixels.
+      out_size: ``(h, w)``, the TIME cell size.
+      indices: int ``[K]``: the clip is ``frames[indices]``; default all T frames.
+      out: optional uint8 ``[K, h, w, 3]`` to write into.
+
+    Returns:
+      uint8 ``[K, h, w, 3]`` (``out`` when given).
+    """
+    _check("apply_view", frames, ops)
+    sources = range(len(frames)) if indices is None else np.asarray(indices).tolist()
+    if out is None:
+      out = np.empty((len(sources), *out_size, 3), np.uint8)
+    if not ops:
+      return transforms.apply_view(frames, view, out_size, indices=indices, out=out)
+    return _apply_in_view(frames, sources, ops, view, out_size, out, self.fill)
 
   def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``apply(frames, draw(rng))``."""
     return self.apply(frames, self.draw(rng))
+
+
+def _check(where: str, frames: np.ndarray, ops: list[Op]) -> None:
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"RandAugment.{where}: expected uint8 [T, H, W, 3], got "
+                     f"{frames.dtype} {frames.shape}.")
+  for op in ops:
+    if op.name not in _LEVELS:
+      raise ValueError(f"RandAugment.{where}: unknown op {op.name!r}; expected one of "
+                       f"{sorted(_LEVELS)}.")
+    if op.name in _GEOMETRY and op.resample not in ("bilinear", "bicubic"):
+      raise ValueError(f"RandAugment.{where}: {op} needs resample 'bilinear' or "
+                       "'bicubic'.")
+
+
+def _apply(frames: np.ndarray, ops: list[Op], fill: tuple[int, int, int]) -> np.ndarray:
+  """`RandAugment.apply` on checked input: each op on the whole frames, in order."""
+  for op in ops:
+    frames = np.ascontiguousarray(frames)
+    if op.name in _GEOMETRY:
+      coeffs = _GEOMETRY[op.name](frames.shape[1], frames.shape[2], op.arg)
+      frames = _affine(frames, coeffs, op.resample, fill)
+    else:
+      frames = _colour_clip(op, frames)
+  return frames
 
 
 # ----------------------------------------------------------------------------------
@@ -401,119 +465,167 @@ def _grey(frame: np.ndarray) -> np.ndarray:
   return (total * np.float32(1 / 65536)).astype(np.uint8)
 
 
-def _invert(frames, _):
-  return _lut(frames, np.arange(255, -1, -1))
+def _invert_table(_):
+  return np.arange(255, -1, -1)
 
 
-def _posterize(frames, bits):
+def _posterize_table(bits):
   # timm keeps the image from 8 bits on; Pillow 13 refuses bits < 1, where earlier
   # Pillows (and this) keep no bit: black.
   mask = 0xFF if bits >= 8 else ~(2 ** (8 - bits) - 1) & 0xFF if bits > 0 else 0
-  return _lut(frames, np.arange(256) & mask)
+  return np.arange(256) & mask
 
 
-def _solarize(frames, threshold):
+def _solarize_table(threshold):
   values = np.arange(256)
-  return _lut(frames, np.where(values < threshold, values, 255 - values))
+  return np.where(values < threshold, values, 255 - values)
 
 
-def _solarize_add(frames, add, threshold=128):
+def _solarize_add_table(add, threshold=128):
   values = np.arange(256)
-  return _lut(frames, np.where(values < threshold, np.minimum(255, values + add), values))
+  return np.where(values < threshold, np.minimum(255, values + add), values)
 
 
-def _autocontrast(frames, _):
-  """``ImageOps.autocontrast`` (cutoff 0): each channel's [min, max] -> [0, 255]."""
-  luts = np.empty((len(frames), 3, 256), np.uint8)
-  values = np.arange(256)
-  for i, frame in enumerate(frames):
-    for c, hist in enumerate(_histograms(frame)):
-      present = np.flatnonzero(hist)
-      lo, hi = present[0], present[-1]
-      if hi <= lo:
-        luts[i, c] = values
-      else:
-        scale = 255.0 / (hi - lo)
-        offset = -lo * scale
-        luts[i, c] = np.clip(np.trunc(values * scale + offset), 0, 255)
-  return _frame_luts(frames, luts)
-
-
-def _equalize(frames, _):
-  """``ImageOps.equalize``: each channel's cumulative histogram as the table."""
-  luts = np.empty((len(frames), 3, 256), np.uint8)
-  values = np.arange(256)
-  for i, frame in enumerate(frames):
-    for c, hist in enumerate(_histograms(frame)):
-      present = hist[hist > 0]
-      step = (present.sum() - present[-1]) // 255
-      if len(present) <= 1 or not step:
-        luts[i, c] = values
-      else:
-        below = np.concatenate([[0], np.cumsum(hist)[:-1]])
-        luts[i, c] = np.minimum((step // 2 + below) // step, 255)
-  return _frame_luts(frames, luts)
-
-
-def _color(frames, factor):
-  """``ImageEnhance.Color``: blend with the frame's grey version."""
-  out = np.empty_like(frames)
-  for i, frame in enumerate(frames):
-    out[i] = _blend(cv2.cvtColor(_grey(frame), cv2.COLOR_GRAY2RGB), frame, factor)
-  return out
-
-
-def _contrast(frames, factor):
-  """``ImageEnhance.Contrast``: blend with the frame's mean grey, rounded."""
-  luts = np.empty((len(frames), 3, 256), np.uint8)
-  for i, frame in enumerate(frames):
-    grey = _grey(frame)
-    luts[i] = _blend_lut(int(grey.sum(dtype=np.int64) / grey.size + 0.5), factor)
-  return _frame_luts(frames, luts)
-
-
-def _brightness(frames, factor):
+def _brightness_table(factor):
   """``ImageEnhance.Brightness``: blend with black."""
-  return _lut(frames, _blend_lut(0, factor))
+  return _blend_lut(0, factor)
+
+
+# Ops that are one lookup table for the clip: name -> (timm's argument -> [256] table).
+_TABLES = {
+    "Invert": _invert_table,
+    "Posterize": _posterize_table,
+    "PosterizeIncreasing": _posterize_table,
+    "Solarize": _solarize_table,
+    "SolarizeIncreasing": _solarize_table,
+    "SolarizeAdd": _solarize_add_table,
+    "Brightness": _brightness_table,
+    "BrightnessIncreasing": _brightness_table,
+}
+
+
+def _autocontrast_table(hists: np.ndarray, _) -> np.ndarray:
+  """``ImageOps.autocontrast`` (cutoff 0): each channel's [min, max] -> [0, 255]."""
+  luts = np.empty((3, 256), np.uint8)
+  values = np.arange(256)
+  for c, hist in enumerate(hists):
+    present = np.flatnonzero(hist)
+    lo, hi = present[0], present[-1]
+    if hi <= lo:
+      luts[c] = values
+    else:
+      scale = 255.0 / (hi - lo)
+      offset = -lo * scale
+      luts[c] = np.clip(np.trunc(values * scale + offset), 0, 255)
+  return luts
+
+
+def _equalize_table(hists: np.ndarray, _) -> np.ndarray:
+  """``ImageOps.equalize``: each channel's cumulative histogram as the table."""
+  luts = np.empty((3, 256), np.uint8)
+  values = np.arange(256)
+  for c, hist in enumerate(hists):
+    present = hist[hist > 0]
+    step = (present.sum() - present[-1]) // 255
+    if len(present) <= 1 or not step:
+      luts[c] = values
+    else:
+      below = np.concatenate([[0], np.cumsum(hist)[:-1]])
+      luts[c] = np.minimum((step // 2 + below) // step, 255)
+  return luts
+
+
+def _contrast_table(grey_mean: float, factor) -> np.ndarray:
+  """``ImageEnhance.Contrast``: blend with the frame's mean grey, rounded."""
+  return np.repeat(_blend_lut(int(grey_mean + 0.5), factor)[None], 3, axis=0)
+
+
+# Ops whose table comes from each frame's statistics: name -> (statistic of a frame,
+# (statistic, timm's argument) -> [3, 256] table per channel).
+_STATISTICS = {
+    "AutoContrast": ("histograms", _autocontrast_table),
+    "Equalize": ("histograms", _equalize_table),
+    "Contrast": ("grey_mean", _contrast_table),
+    "ContrastIncreasing": ("grey_mean", _contrast_table),
+}
+
+
+def _frame_tables(op: Op, frames: np.ndarray, weight: int = 1) -> np.ndarray:
+  """uint8 ``[T, 3, 256]``: the tables of statistics op ``op`` for each frame.
+
+  ``weight`` scales the histograms of frames sampled at one pixel in ``weight``
+  (`_grid_tables`), so the counts stand for the whole frame's.
+  """
+  statistic, table = _STATISTICS[op.name]
+  luts = np.empty((len(frames), 3, 256), np.uint8)
+  for i, frame in enumerate(frames):
+    if statistic == "histograms":
+      value = _histograms(frame) * weight
+    else:
+      grey = _grey(frame)
+      value = grey.sum(dtype=np.int64) / grey.size
+    luts[i] = table(value, op.arg)
+  return luts
+
+
+def _color(frame, factor):
+  """``ImageEnhance.Color``: blend with the frame's grey version (any ``[..., 3]``)."""
+  return _blend(cv2.cvtColor(_grey(frame), cv2.COLOR_GRAY2RGB), frame, factor)
 
 
 _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
 
 
-def _sharpness(frames, factor):
+def _sharpness(frame, factor, edges=(True, True, True, True)):
   """``ImageEnhance.Sharpness``: blend with ``ImageFilter.SMOOTH`` of the frame.
 
   Pillow's 3x3 filter rounds ``S / 13`` to nearest (S the integer weighted sum, never a
   tie) and copies the outermost rows and columns; ``filter2D``'s float sum rounds the
-  same, being far closer than 1/26 to ``S / 13``.
+  same, being far closer than 1/26 to ``S / 13``. ``edges`` (top, bottom, left, right)
+  say which sides of ``frame`` are the whole frame's (a window's other sides are
+  wrong by one pixel, which the caller cuts away).
   """
-  out = np.empty_like(frames)
-  for i, frame in enumerate(frames):
-    smooth = cv2.filter2D(frame, -1, _SMOOTH)
-    smooth[[0, -1]] = frame[[0, -1]]
-    smooth[:, [0, -1]] = frame[:, [0, -1]]
-    out[i] = _blend(smooth, frame, factor)
-  return out
+  smooth = cv2.filter2D(frame, -1, _SMOOTH)
+  top, bottom, left, right = edges
+  for keep, index in ((top, np.s_[0]), (bottom, np.s_[-1]), (left, np.s_[:, 0]),
+                      (right, np.s_[:, -1])):
+    if keep:
+      smooth[index] = frame[index]
+  return _blend(smooth, frame, factor)
 
 
-_COLOUR = {
-    "AutoContrast": _autocontrast,
-    "Equalize": _equalize,
-    "Invert": _invert,
-    "Posterize": _posterize,
-    "PosterizeIncreasing": _posterize,
-    "Solarize": _solarize,
-    "SolarizeIncreasing": _solarize,
-    "SolarizeAdd": _solarize_add,
+# Ops computed from each pixel's own value and, for Sharpness, its 3x3 neighbourhood.
+_PIXELWISE = {
     "Color": _color,
     "ColorIncreasing": _color,
-    "Contrast": _contrast,
-    "ContrastIncreasing": _contrast,
-    "Brightness": _brightness,
-    "BrightnessIncreasing": _brightness,
     "Sharpness": _sharpness,
     "SharpnessIncreasing": _sharpness,
 }
+
+
+def _colour_clip(op: Op, frames: np.ndarray) -> np.ndarray:
+  """A colour op on uint8 ``[T, H, W, 3]`` whole frames (Pillow's result, exactly)."""
+  if op.name in _TABLES:
+    return _lut(frames, _TABLES[op.name](op.arg))
+  if op.name in _STATISTICS:
+    return _frame_luts(frames, _frame_tables(op, frames))
+  out = np.empty_like(frames)
+  for i, frame in enumerate(frames):
+    out[i] = _PIXELWISE[op.name](frame, op.arg)
+  return out
+
+
+def _colour_window(op: Op, window: np.ndarray, table: np.ndarray | None,
+                   edges: tuple[bool, bool, bool, bool]) -> np.ndarray:
+  """A colour op on one frame's window ``[h, w, 3]``: ``table`` ``[3, 256]`` is the
+  frame's (statistics ops), ``edges`` which sides are the frame's (Sharpness)."""
+  if op.name in _TABLES:
+    return cv2.LUT(window, np.asarray(_TABLES[op.name](op.arg), np.uint8))
+  if op.name in _STATISTICS:
+    return cv2.LUT(window, np.ascontiguousarray(table.T[None]))
+  if op.name in ("Sharpness", "SharpnessIncreasing"):
+    return _sharpness(window, op.arg, edges)
+  return _color(window, op.arg)
 
 
 # ----------------------------------------------------------------------------------
@@ -565,3 +677,207 @@ def _affine(frames: np.ndarray, coeffs, resample: str,
               borderMode=cv2.BORDER_REPLICATE)
   out[:, outside] = fill
   return out
+
+
+# ----------------------------------------------------------------------------------
+# The original frames' RandAugment, computed where a view samples them.
+# ----------------------------------------------------------------------------------
+
+# Statistics of a frame that geometric ops have transformed come from every 2nd pixel of
+# it in both directions, a quarter of the work.
+_STATISTICS_STRIDE = 2
+_WHOLE = (True, True, True, True)  # a whole frame's four sides are the frame's
+_SHARPNESS = ("Sharpness", "SharpnessIncreasing")
+
+
+def _pillow_matrix(op: Op, height: int, width: int) -> np.ndarray:
+  """float64 ``[3, 3]``: a geometric op's output edge coordinates -> its input's."""
+  a, b, c, d, e, f = _GEOMETRY[op.name](height, width, op.arg)
+  return np.array([[a, b, c], [d, e, f], [0.0, 0.0, 1.0]])
+
+
+def _fill_labels(points: np.ndarray, matrices: list[np.ndarray], height: int,
+                 width: int) -> np.ndarray:
+  """Where points of the transformed frame come from, through the geometric ops.
+
+  Args:
+    points: float64 ``[3, P]``, homogeneous edge coordinates in the frame after the ops.
+    matrices: `_pillow_matrix` of the geometric ops, in the order they were applied.
+
+  Returns:
+    int ``[P]``: 0 where the point shows the source frame, else ``g + 1`` for the last
+    op ``g`` that sampled outside the frame there (its fill shows).
+  """
+  labels = np.zeros(points.shape[1], np.int64)
+  for g in range(len(matrices) - 1, -1, -1):
+    points = matrices[g] @ points
+    outside = ((points[0] < 0) | (points[0] >= width) | (points[1] < 0)
+               | (points[1] >= height))
+    labels[outside & (labels == 0)] = g + 1
+  return labels
+
+
+def _fill_values(ops: list[Op], tables: dict, first: int, end: int,
+                 fill: tuple[int, int, int], count: int) -> np.ndarray:
+  """uint8 ``[count, 3]``: the fill of the geometric op ``ops[first - 1]`` in each
+  frame after the colour ops ``ops[first:end]`` that follow it (Sharpness leaves a
+  constant as it is)."""
+  value = np.ascontiguousarray(np.broadcast_to(np.asarray(fill, np.uint8),
+                                               (count, 1, 3)))  # frames as rows
+  for j in range(first, end):
+    op = ops[j]
+    if op.name in _TABLES:
+      value = cv2.LUT(value, np.asarray(_TABLES[op.name](op.arg), np.uint8))
+    elif op.name in _STATISTICS:
+      rows = np.arange(count)[:, None]
+      value = tables[j][rows, np.arange(3)[None], value[:, 0]][:, None]
+    elif op.name in ("Color", "ColorIncreasing"):
+      value = _color(value, op.arg)
+  return value[:, 0]
+
+
+def _expand(window: tuple[int, int, int, int], ring: int, height: int, width: int):
+  """``window`` grown by ``ring`` pixels, clipped to the frame; and which of its sides
+  (top, bottom, left, right) are the frame's."""
+  x0, y0, x1, y1 = window
+  x0, y0 = max(0, x0 - ring), max(0, y0 - ring)
+  x1, y1 = min(width, x1 + ring), min(height, y1 + ring)
+  return (x0, y0, x1, y1), (y0 == 0, y1 == height, x0 == 0, x1 == width)
+
+
+def _ring(ops: list[Op]) -> int:
+  """Pixels a window needs around it for ``ops``: one per Sharpness."""
+  return sum(op.name in _SHARPNESS for op in ops)
+
+
+def _colour(window: np.ndarray, t: int, ops: list[Op], positions, tables: dict,
+            edges) -> np.ndarray:
+  """The colour ops ``ops[j]``, j in ``positions``, in order on frame ``t``'s window
+  (statistics ops with that frame's tables); geometric ops among them are skipped."""
+  for j in positions:
+    if ops[j].name not in _GEOMETRY:
+      window = _colour_window(ops[j], window, tables[j][t] if j in tables else None,
+                              edges)
+  return window
+
+
+def _transformed(base: list[np.ndarray], ops: list[Op], tables: dict, start: int,
+                 end: int, placement: np.ndarray, size: tuple[int, int], edges,
+                 fill: tuple[int, int, int], interpolation: int):
+  """The frames after ``ops[start:end]`` (one geometric op or more), where they are seen.
+
+  The colour ops up to the last geometric op act on the source pixels (the window the
+  warp reads, with a pixel around it per Sharpness), then all geometric ops are one
+  warp, each op's fill goes where it sampled outside the frame (after the colour ops
+  that follow it up to the last geometric op), and the colour ops after the last
+  geometric op act on the warped pixels. The frames path resamples at each geometric
+  op; here the colour ops between geometric ops come before the one resampling.
+
+  Args:
+    base: uint8 ``[H, W, 3]`` whole frames after ``ops[:start]``, one per clip frame.
+    ops, tables: the clip's ops and the tables of its statistics ops (by position).
+    placement: float64 ``[3, 3]``: output edge coordinates -> edge coordinates in the
+      frame after ``ops[start:end]``.
+    size: the output ``(h, w)``.
+    edges: which output sides are the frame's (Sharpness after the geometric ops).
+    interpolation: OpenCV's, for the warp.
+
+  Yields:
+    uint8 ``[h, w, 3]`` per frame of ``base``.
+  """
+  height, width = base[0].shape[:2]
+  geometric = [j for j in range(start, end) if ops[j].name in _GEOMETRY]
+  last = geometric[-1]
+  matrices = [_pillow_matrix(ops[j], height, width) for j in geometric]
+  composite = functools.reduce(np.matmul, matrices) @ placement
+  (x0, y0, x1, y1), before_edges = _expand(
+      transforms.affine_window(composite[:2], size, height, width),
+      _ring(ops[start:last]), height, width)
+  matrix = transforms.reduced_matrix(composite[:2], 1, 1, (x0, y0))
+  ys, xs = np.mgrid[:size[0], :size[1]] + 0.5
+  labels = _fill_labels(placement @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)]),
+                        matrices, height, width)
+  # (uint8 mask [h, w], the fill [h, w, 3] per frame) per geometric op that shows
+  # its fill; cv2.copyTo writes it many times faster than numpy's masked assignment.
+  fills = []
+  for g, j in enumerate(geometric):
+    mask = (labels == g + 1).reshape(size).astype(np.uint8)
+    if mask.any():
+      values = _fill_values(ops, tables, j + 1, last, fill, len(base))
+      images = [cv2.merge([np.full(size, int(c), np.uint8) for c in value])
+                for value in (values[:1] if (values == values[0]).all() else values)]
+      fills.append((mask, images))
+  for t, frame in enumerate(base):
+    window = _colour(frame[y0:y1, x0:x1], t, ops, range(start, last), tables,
+                     before_edges)
+    window = cv2.warpAffine(window, matrix, size[::-1],
+                            flags=interpolation | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    for mask, images in fills:
+      cv2.copyTo(images[t % len(images)], mask, window)
+    yield _colour(window, t, ops, range(last + 1, end), tables, edges)
+
+
+def _grid_tables(ops: list[Op], j: int, base: list[np.ndarray], tables: dict,
+                 start: int, fill: tuple[int, int, int]) -> np.ndarray:
+  """`_frame_tables` of ``ops[j]``, a statistics op after a geometric op.
+
+  ``base`` holds the whole frames after ``ops[:start]``; the frames after
+  ``ops[:j]`` are computed by `_transformed` at every `_STATISTICS_STRIDE`-th pixel
+  (the geometric ops' own resampling there). AutoContrast, whose minimum and maximum
+  can hang on single pixels (a resampling's overshoot), and a Sharpness after the
+  last geometric op (it needs the neighbours) take the whole frames from `_apply`.
+  """
+  height, width = base[0].shape[:2]
+  last = max(p for p in range(start, j) if ops[p].name in _GEOMETRY)
+  if ops[j].name == "AutoContrast" or _ring(ops[last:j]):
+    return _frame_tables(ops[j], _apply(np.stack(base), ops[start:j], fill))
+  s = _STATISTICS_STRIDE
+  # Output pixel i samples the frame's pixel s·i (edge coordinate s·i + 1/2).
+  placement = np.array([[s, 0.0, 0.5 - s / 2], [0.0, s, 0.5 - s / 2], [0.0, 0.0, 1.0]])
+  cubic = any(ops[p].resample == "bicubic" for p in range(start, j)
+              if ops[p].name in _GEOMETRY)
+  grid = list(_transformed(base, ops, tables, start, j, placement,
+                           (-(-height // s), -(-width // s)), _WHOLE, fill,
+                           cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR))
+  return _frame_tables(ops[j], grid, weight=s * s)
+
+
+def _apply_in_view(frames: np.ndarray, sources: list[int], ops: list[Op],
+                   view: transforms.View, out_size: tuple[int, int], out: np.ndarray,
+                   fill: tuple[int, int, int]) -> np.ndarray:
+  """`RandAugment.apply_view` on checked input (see there)."""
+  height, width = frames.shape[1:3]
+  geometric = [j for j, op in enumerate(ops) if op.name in _GEOMETRY]
+  first_geometric = geometric[0] if geometric else len(ops)
+
+  # Statistics ops before any geometric op see whole frames: the ops up to the last
+  # of them run on the whole frames (`base`), the rest on windows only.
+  before = [j for j in range(first_geometric) if ops[j].name in _STATISTICS]
+  start = before[-1] if before else 0
+  base = [frames[i] for i in sources]
+  tables = {}  # op position -> uint8 [frames, 3, 256]
+  for j in range(start + 1 if before else 0):
+    if ops[j].name in _STATISTICS:
+      tables[j] = _frame_tables(ops[j], base)
+    if j < start:
+      base = [_colour(frame, t, ops, [j], tables, _WHOLE) for t, frame in enumerate(base)]
+  for j in range(first_geometric, len(ops)):
+    if ops[j].name in _STATISTICS:
+      tables[j] = _grid_tables(ops, j, base, tables, start, fill)
+
+  warp = transforms.plan_view(view, height, width, out_size)
+  x0, y0, x1, y1 = warp.window  # of the frame after RandAugment
+  # The window the view reads, with a pixel around it per Sharpness (cut away after).
+  (ex0, ey0, ex1, ey1), edges = _expand(warp.window, _ring(ops[start:]), height, width)
+  if geometric:
+    # Bilinear, where the frames path resamples as the ops say (bicubic for VideoMAE):
+    # OpenCV's bicubic warp costs several times its bilinear one.
+    placement = np.array([[1.0, 0.0, ex0], [0.0, 1.0, ey0], [0.0, 0.0, 1.0]])
+    windows = _transformed(base, ops, tables, start, len(ops), placement,
+                           (ey1 - ey0, ex1 - ex0), edges, fill, cv2.INTER_LINEAR)
+  else:
+    windows = (_colour(frame[ey0:ey1, ex0:ex1], t, ops, range(start, len(ops)), tables,
+                       edges) for t, frame in enumerate(base))
+  return transforms.warp_windows(
+      (window[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] for window in windows), warp, out)

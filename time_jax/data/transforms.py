@@ -6,7 +6,9 @@ resize to the TIME cell size ``H*/N x W*/N``) is a single bilinear affine warp p
 frame, so frames are resampled once. Large downscales first box-reduce by an integer
 factor so the bilinear warp does not alias. Both run in OpenCV's SIMD kernels, which
 release the GIL (the pipeline's read threads run them in parallel), on the window of
-the frame that the view samples, written straight into the output clip.
+the frame that the view samples, written straight into the output clip. `plan_view`
+plans that warp once per clip and `warp_windows` runs it on each frame's window
+(`randaugment.RandAugment.apply_view` feeds it augmented windows).
 
 * Training (`train_view`): random resized crop (area fraction and aspect ranges) or
   VideoMAE's multi-scale crop, horizontal flip, rotation, then resize to the cell size.
@@ -351,6 +353,23 @@ def _source_region(view: View, height: int, width: int, kx: int, ky: int):
   return rx0, ry0, max(rx1, rx0 + 1), max(ry1, ry0 + 1)
 
 
+def reduced_matrix(edge: np.ndarray, kx: int = 1, ky: int = 1,
+                   origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+  """float64 ``[2, 3]``: an output-edge -> frame-edge map in OpenCV's convention.
+
+  Pixel centres sit at integer coordinates on both sides; source coordinates are in
+  pixels of the frame box-reduced by ``(kx, ky)``, relative to ``origin`` (a window's
+  top-left corner in frame pixels).
+  """
+  (a, b, off_x), (d, e, off_y) = edge
+  off_x, off_y = off_x - origin[0], off_y - origin[1]
+  # Edge coordinates -> centre coordinates on both sides: u = x + 1/2, and the
+  # reduced source pixel i covers [i, i + 1), its centre i + 1/2.
+  m = np.array([[a / kx, b / kx, off_x / kx], [d / ky, e / ky, off_y / ky]])
+  m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5
+  return m
+
+
 def affine_matrix(view: View, out_w: int, out_h: int, kx: int = 1, ky: int = 1,
                   origin: tuple[int, int] = (0, 0)) -> np.ndarray:
   """float64 ``[2, 3]``: output pixel ``(x, y)`` -> source pixel, OpenCV's convention.
@@ -372,13 +391,9 @@ def affine_matrix(view: View, out_w: int, out_h: int, kx: int = 1, ky: int = 1,
   # output edge coordinates (u, v); source = centre + R·(dx, dy).
   a, b = c * fx * bw / out_w, -s * bh / out_h
   d, e = s * fx * bw / out_w, c * bh / out_h
-  off_x = cx - c * fx * bw / 2 + s * bh / 2 - origin[0]
-  off_y = cy - s * fx * bw / 2 - c * bh / 2 - origin[1]
-  # Edge coordinates -> centre coordinates on both sides: u = x + 1/2, and the
-  # reduced source pixel i covers [i, i + 1), its centre i + 1/2.
-  m = np.array([[a / kx, b / kx, off_x / kx], [d / ky, e / ky, off_y / ky]])
-  m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5
-  return m
+  off_x = cx - c * fx * bw / 2 + s * bh / 2
+  off_y = cy - s * fx * bw / 2 - c * bh / 2
+  return reduced_matrix(np.array([[a, b, off_x], [d, e, off_y]]), kx, ky, origin)
 
 
 def _box_reduce(window: np.ndarray, kx: int, ky: int) -> np.ndarray:
@@ -412,6 +427,89 @@ def _outside(matrix: np.ndarray, out_h: int, out_w: int, src_h: int,
   return (sx < lo) | (sx > hi_x) | (sy < lo) | (sy > hi_y)
 
 
+@dataclasses.dataclass(frozen=True)
+class Warp:
+  """One resampling of a clip's frames to the output size, planned once per clip.
+
+  Attributes:
+    window: ``(x0, y0, x1, y1)``, the frame pixels the warp reads (no others are read).
+    kx, ky: the whole factors the window is box-reduced by first.
+    matrix: float64 ``[2, 3]``: output pixel -> pixel of the reduced window (OpenCV's
+      convention, `reduced_matrix`).
+    size: the output ``(h, w)``.
+    outside: bool ``[h, w]``: output pixels that are set to 0, or None.
+  """
+  window: tuple[int, int, int, int]
+  kx: int
+  ky: int
+  matrix: np.ndarray
+  size: tuple[int, int]
+  outside: np.ndarray | None = None
+
+
+def plan_view(view: View, height: int, width: int, out_size: tuple[int, int]) -> Warp:
+  """The `Warp` of `apply_view`: a ``height x width`` frame's view at ``out_size``.
+
+  Pixels that the view's rotation brings in from outside the frame are `Warp.outside`.
+  """
+  oh, ow = out_size
+  bw, bh = view.box[2], view.box[3]
+  # Box-reduce by whole factors first so the bilinear warp scales by less than 2x.
+  kx, ky = max(1, int(bw / ow)), max(1, int(bh / oh))
+  # Only the window the view samples is read and reduced (crops are small).
+  rx0, ry0, rx1, ry1 = _source_region(view, height, width, kx, ky)
+  matrix = affine_matrix(view, ow, oh, kx, ky, (rx0, ry0))
+  reduced_h = -(-(ry1 - ry0) // ky)
+  reduced_w = -(-(rx1 - rx0) // kx)
+  return Warp((rx0, ry0, rx1, ry1), kx, ky, matrix, (oh, ow),
+              _outside(matrix, oh, ow, reduced_h, reduced_w))
+
+
+def affine_window(edge: np.ndarray, out_size: tuple[int, int], height: int, width: int,
+                  margin: int = 2) -> tuple[int, int, int, int]:
+  """``(x0, y0, x1, y1)``: the frame pixels an affine warp to ``out_size`` reads.
+
+  ``edge`` maps output edge coordinates to frame edge coordinates (float ``[2, 3]``);
+  the window is the bounding box of where the output rectangle lands, ``margin``
+  pixels wider for the interpolation's neighbours, clipped to the frame and never
+  empty (samples beyond the frame repeat its edge pixels).
+  """
+  oh, ow = out_size
+  corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1]], np.float64) @ edge.T
+  x0 = min(max(0, math.floor(corners[:, 0].min()) - margin), width - 1)
+  y0 = min(max(0, math.floor(corners[:, 1].min()) - margin), height - 1)
+  x1 = max(min(width, math.ceil(corners[:, 0].max()) + margin), x0 + 1)
+  y1 = max(min(height, math.ceil(corners[:, 1].max()) + margin), y0 + 1)
+  return x0, y0, x1, y1
+
+
+def warp_windows(windows, warp: Warp, out: np.ndarray) -> np.ndarray:
+  """Box-reduces and warps each window (the frames' `Warp.window`) into ``out``.
+
+  Args:
+    windows: iterable of uint8 ``[y1 - y0, x1 - x0, C]``, C = 1 or 3, one per frame.
+    warp: from `plan_view`.
+    out: uint8 ``[K, h, w, C]``, one per window.
+
+  Returns:
+    ``out``, with `Warp.outside` set to 0.
+  """
+  oh, ow = warp.size
+  flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+  channels = out.shape[-1]
+  for t, window in enumerate(windows):
+    if warp.kx > 1 or warp.ky > 1:
+      window = _box_reduce(window, warp.kx, warp.ky)
+    warped = cv2.warpAffine(window, warp.matrix, (ow, oh),
+                            dst=out[t] if channels == 3 else None,
+                            flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    if channels == 1:
+      out[t, ..., 0] = warped
+    if warp.outside is not None:
+      out[t][warp.outside] = 0
+  return out
+
+
 def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
                indices: np.ndarray | None = None,
                out: np.ndarray | None = None) -> np.ndarray:
@@ -433,31 +531,12 @@ def apply_view(frames: np.ndarray, view: View, out_size: tuple[int, int], *,
     raise ValueError(f"apply_view: expected uint8 [T, H, W, 1|3], got {frames.dtype} "
                      f"{frames.shape}.")
   oh, ow = out_size
-  channels = frames.shape[-1]
   sources = range(frames.shape[0]) if indices is None else np.asarray(indices).tolist()
   if out is None:
-    out = np.empty((len(sources), oh, ow, channels), np.uint8)
-  bw, bh = view.box[2], view.box[3]
-  # Box-reduce by whole factors first so the bilinear warp scales by less than 2x.
-  kx, ky = max(1, int(bw / ow)), max(1, int(bh / oh))
-  # Only the window the view samples is read and reduced (crops are small).
-  rx0, ry0, rx1, ry1 = _source_region(view, frames.shape[1], frames.shape[2], kx, ky)
-  matrix = affine_matrix(view, ow, oh, kx, ky, (rx0, ry0))
-  reduced_h = -(-(ry1 - ry0) // ky)
-  reduced_w = -(-(rx1 - rx0) // kx)
-  outside = _outside(matrix, oh, ow, reduced_h, reduced_w)
-  flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-  for t, source in enumerate(sources):
-    window = frames[source, ry0:ry1, rx0:rx1]
-    if kx > 1 or ky > 1:
-      window = _box_reduce(window, kx, ky)
-    warped = cv2.warpAffine(window, matrix, (ow, oh), dst=out[t] if channels == 3 else None,
-                            flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    if channels == 1:
-      out[t, ..., 0] = warped
-    if outside is not None:
-      out[t][outside] = 0
-  return out
+    out = np.empty((len(sources), oh, ow, frames.shape[-1]), np.uint8)
+  warp = plan_view(view, frames.shape[1], frames.shape[2], out_size)
+  x0, y0, x1, y1 = warp.window
+  return warp_windows((frames[source, y0:y1, x0:x1] for source in sources), warp, out)
 
 
 # ----------------------------------------------------------------------------------
