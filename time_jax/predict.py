@@ -198,6 +198,11 @@ def main(argv=None) -> int:
   p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                  help="use the run's parameter EMA, or (--no-ema) its raw parameters "
                  "(default: those its evaluation used)")
+  p.add_argument("--every", type=float, default=None, help="classify windows starting "
+                 "every SECONDS along each video: OUT/<name>.timeline.csv and .png")
+  p.add_argument("--window", type=float, default=None, help="with --every: seconds a "
+                 "window spans (default: one clip's span; for 'segments' sampling --every)")
+  p.add_argument("--out", default=".", help="with --every: the timelines' folder")
   args = p.parse_args(argv)
   try:
     clips, crops = parse_views(args.views) if args.views else (None, None)
@@ -207,6 +212,11 @@ def main(argv=None) -> int:
   except (checkpoints.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.every is not None:  # windows along each video (time_jax.timeline)
+    from time_jax import extract  # pylint: disable=g-import-not-at-top  # it imports this module
+    return extract.timelines(predictor, args.video, every=args.every, span=args.window,
+                             views=(clips, crops) if args.views else None, top=args.top,
+                             out=args.out, as_json=args.json)
   if not args.json:
     print(predictor.describe())
   failed = []
