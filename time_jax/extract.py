@@ -222,15 +222,16 @@ class Extractor:
     cell = c.image_size // c.time.n
     spec = jax.ShapeDtypeStruct((1, c.time.t_out * c.time.n ** 2, cell, cell, 3), jnp.uint8)
     try:
-      logits, features = jax.eval_shape(infer, ckpt.variables, spec)
+      _, features = jax.eval_shape(infer, ckpt.variables, spec)
     except (flax.errors.FlaxError, TypeError, ValueError) as e:
       raise ValueError(f"{ckpt.path}: its weights do not fit {c.model.name!r} at "
                        f"image_size={c.image_size}, time.t_out={c.time.t_out} (the "
                        f"config's clip): {str(e).splitlines()[0]}") from e
     self.feature_size = int(features.shape[-1])
     self.variables = jax.device_put(ckpt.variables, rep)
-    self._step = jax.jit(infer, in_shardings=(rep, data), out_shardings=(data, data))
-    del logits
+    # (variables, uint8 frames [batch, t_out·n², cell, cell, 3] over the devices) ->
+    # (logits [batch, C], features [batch, D]), batch-sharded.
+    self.step = jax.jit(infer, in_shardings=(rep, data), out_shardings=(data, data))
 
   def run(self, records: Sequence[Record], reader: ClipReader) -> Iterator[list[Views]]:
     """Reads ``records`` through the eval pipeline; yields, per batch, the items whose
@@ -241,7 +242,7 @@ class Extractor:
     previous = None
     for batch in ds:  # the next batch decodes while the device runs the previous one
       frames = steps.global_batch(batch, self.mesh, keys=("frames",))["frames"]
-      current = (self._step(self.variables, frames),
+      current = (self.step(self.variables, frames),
                  {k: batch[k] for k in ("index", "view", "valid")})
       if previous is not None:
         yield self._collect(*previous, pending, info.local_batch_size)
@@ -560,24 +561,37 @@ class Store:
 # ----------------------------------------------------------------------------------
 
 class _Progress:
-  """Items done of ``total`` with items/s and the ETA: a tqdm bar on a terminal, else a
-  log line every `LOG_EVERY_S` seconds and at the end; shown by process 0 only."""
+  """Items done of ``total`` with items/s and the ETA: a tqdm bar on a terminal (from
+  the first batch, so its rate leaves out compiling), else a log line every
+  `LOG_EVERY_S` seconds and at the end; shown by process 0 only."""
 
   def __init__(self, total: int, unit: str, views: int):
     self.total, self.unit, self.views, self.done = total, unit, views, 0
     enabled = jax.process_index() == 0
-    live = enabled and sys.stderr.isatty()
-    self.bar = tqdm.tqdm(total=total, unit=unit, desc="extract", file=sys.stderr,
-                         dynamic_ncols=True) if live else None
-    self.log = enabled and not live
+    self.live = enabled and sys.stderr.isatty()
+    self.log = enabled and not self.live
+    self.bar = None
     self.start = self.last = time.monotonic()
 
+  def _open_bar(self) -> None:
+    try:  # a pseudo-terminal without a size reports 0 columns: tqdm would draw nothing
+      sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):
+      sized = False
+    self.bar = tqdm.tqdm(total=self.total, unit=self.unit, desc="extract",
+                         file=sys.stderr, dynamic_ncols=sized,
+                         ncols=None if sized else 100, nrows=None if sized else 24)
+
   def update(self, count: int) -> None:
+    if not count:
+      return
     self.done += count
-    if self.bar is not None:
+    if self.live:
+      if self.bar is None:
+        self._open_bar()
       self.bar.update(count)
-    elif self.log and count and (time.monotonic() - self.last > LOG_EVERY_S or
-                                 self.done == self.total):
+    elif self.log and (time.monotonic() - self.last > LOG_EVERY_S or
+                       self.done == self.total):
       self.last = time.monotonic()
       rate = self.done / max(self.last - self.start, 1e-9)
       eta = (self.total - self.done) / max(rate, 1e-9)
@@ -903,6 +917,9 @@ def _run(args, overrides: Sequence[str]) -> Summary:
   reader = sources.make_reader(extractor.config)
   windows = None
   if args.every is not None:
+    if extractor.config.dataset.source != "video" and not args.fps:
+      raise ValueError(f"--every: dataset.source={extractor.config.dataset.source!r} "
+                       "states no frame rate; give the videos' --fps.")
     items = window_items(records, reader, every=args.every, span=args.window,
                          sampling=extractor.sampling, fps=args.fps,
                          threads=extractor.config.input.read_threads)

@@ -1,7 +1,7 @@
 """Classifies video files with a trained checkpoint: the top-5 classes and probabilities.
 
   python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
-      [--ema | --no-ema]
+      [--ema | --no-ema] [--every SECONDS [--window SECONDS] [--out DIR]]
 
 CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
@@ -19,6 +19,10 @@ that cannot be read or decoded gets one ``error: FILE: reason`` line on stderr a
 others are still classified. Exit status: 0 when every video was classified, 1 when
 any failed (the others' results are printed), 2 when nothing could run (a bad option
 or an unreadable checkpoint).
+
+``--every S`` classifies windows starting every S seconds along each video instead and
+writes ``DIR/<name>.timeline.csv`` (start, end, top classes and probabilities) and a PNG
+strip of the top classes over time (`time_jax.extract.timelines`, `time_jax.timeline`).
 
 From Python, for many videos with one loaded model::
 
