@@ -139,6 +139,38 @@ def test_rerun_resumes_and_other_settings_are_one_clear_error(setup, capsys):
                         "settings (views:")
 
 
+CONFIG = """
+import diagnose_helpers as h
+def get_config():
+  c = h.tiny_config()
+  c.dataset.update(name="annotations", source="video", root={root!r}, num_classes=3,
+                   train_annotations="train.txt", eval_annotations="eval.txt")
+  return c
+"""
+
+
+def test_a_configs_split_and_a_mistyped_override(setup, tmp_path, capsys):
+  videos = setup["root"] / "videos"
+  (videos / "train.txt").write_text("a.mp4 0\n")
+  (videos / "eval.txt").write_text("a.mp4 0\nsub/b.mp4 2\nbroken.mp4 1\n")
+  config = tmp_path / "config.py"
+  config.write_text(CONFIG.format(root=str(videos)))
+  out = tmp_path / "split"
+  args = ["--checkpoint", setup["workdir"], "--config", str(config), "--split", "eval",
+          "--out", str(out), "--views", "2x3", "--batch-size", "8"]
+  assert extract.main(args) == 0
+  assert [(r["video"], r["label"], r["status"]) for r in _index(out)] == [
+      ("a.mp4", "0", "ok"), ("sub/b.mp4", "2", "ok"), ("broken.mp4", "1", "failed")]
+  np.testing.assert_allclose(np.load(out / "features.npy"),
+                             np.load(setup["ref"] / "features.npy")[:3], atol=1e-6)
+  with pytest.raises(SystemExit) as e:
+    extract.main(args + ["--config.input.eval_batch_sise=8"])
+  assert e.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: --config.input.eval_batch_sise: config.input has no field "
+      "'eval_batch_sise'; did you mean 'eval_batch_size'?\n")
+
+
 def test_window_mode_rows_are_the_windows(setup, tmp_path):
   out = tmp_path / "windows"
   a = setup["videos"][0]  # 12 frames at 8 frames/s

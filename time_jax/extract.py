@@ -240,13 +240,17 @@ class Extractor:
                               splits=Splits([], list(records), []))
     pending: dict[int, Views] = {}
     previous = None
-    for batch in ds:  # the next batch decodes while the device runs the previous one
-      frames = steps.global_batch(batch, self.mesh, keys=("frames",))["frames"]
-      current = (self.step(self.variables, frames),
-                 {k: batch[k] for k in ("index", "view", "valid")})
-      if previous is not None:
-        yield self._collect(*previous, pending, info.local_batch_size)
-      previous = current
+    batches = iter(ds)
+    try:
+      for batch in batches:  # the next batch decodes while the device runs the last one
+        frames = steps.global_batch(batch, self.mesh, keys=("frames",))["frames"]
+        current = (self.step(self.variables, frames),
+                   {k: batch[k] for k in ("index", "view", "valid")})
+        if previous is not None:
+          yield self._collect(*previous, pending, info.local_batch_size)
+        previous = current
+    finally:
+      batches.close()  # Grain's worker processes and their shared memory
     if previous is not None:
       yield self._collect(*previous, pending, info.local_batch_size)
     if pending:  # every (record, view) is in the eval stream once
