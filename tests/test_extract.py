@@ -18,6 +18,8 @@ import pytest
 from time_jax import extract
 from time_jax import models
 from time_jax import predict
+from time_jax.data import video
+from time_jax.data.base import Record
 from time_jax.diagnose import inputs
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "diagnose"))
@@ -122,6 +124,25 @@ def test_per_view_rows_keep_each_view(setup, tmp_path):
   np.testing.assert_allclose(per_view.mean(1), merged, atol=1e-5)  # NaN rows alike
   np.testing.assert_allclose(probs[[0, 1, 4]].sum(-1), 1.0, atol=1e-5)
   assert json.loads((out / "meta.json").read_text())["views"]["per_view"]
+
+
+def test_views_that_failed_leave_the_merge_and_are_named(setup):
+  ckpt = predict.Predictor(setup["workdir"]).ckpt
+  ex = extract.Extractor(ckpt, ckpt.config, clips=1, crops=3)
+  rng = np.random.default_rng(0)
+  views = extract.Views(0, rng.normal(size=(3, 32)).astype(np.float32),
+                        rng.normal(size=(3, 3)).astype(np.float32),
+                        np.array([True, False, True]), 0)
+  merged = ex.combine(views, extract.OUTPUTS, per_view=False)
+  assert merged.status == "partial"
+  np.testing.assert_allclose(merged.arrays["features"], views.features[[0, 2]].mean(0))
+  p = np.exp(views.logits[[0, 2]].mean(0))
+  np.testing.assert_allclose(merged.arrays["probabilities"], p / p.sum(), rtol=1e-6)
+  per_view = ex.combine(views, ["features"], per_view=True).arrays["features"]
+  assert np.isnan(per_view[1]).all() and not np.isnan(per_view[[0, 2]]).any()
+  broken = Record(setup["videos"][2], 1)
+  assert ex.reason(video.VideoReader(), broken, views.valid).startswith(
+      f"1 of 3 views failed: {broken.path}: cannot open as a video")
 
 
 def test_rerun_resumes_and_other_settings_are_one_clear_error(setup, capsys):
