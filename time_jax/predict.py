@@ -1,7 +1,7 @@
 """Classifies video files with a trained checkpoint: the top-5 classes and probabilities.
 
   python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
-      [--ema | --no-ema]
+      [--ema | --no-ema] [--every SECONDS [--window SECONDS] [--out DIR]]
 
 CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
@@ -19,6 +19,10 @@ that cannot be read or decoded gets one ``error: FILE: reason`` line on stderr a
 others are still classified. Exit status: 0 when every video was classified, 1 when
 any failed (the others' results are printed), 2 when nothing could run (a bad option
 or an unreadable checkpoint).
+
+``--every S`` classifies windows starting every S seconds along each video instead and
+writes ``DIR/<name>.timeline.csv`` (start, end, top classes and probabilities) and a PNG
+strip of the top classes over time (`time_jax.extract.timelines`, `time_jax.timeline`).
 
 From Python, for many videos with one loaded model::
 
@@ -198,6 +202,11 @@ def main(argv=None) -> int:
   p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                  help="use the run's parameter EMA, or (--no-ema) its raw parameters "
                  "(default: those its evaluation used)")
+  p.add_argument("--every", type=float, default=None, help="classify windows starting "
+                 "every SECONDS along each video: OUT/<name>.timeline.csv and .png")
+  p.add_argument("--window", type=float, default=None, help="with --every: seconds a "
+                 "window spans (default: one clip's span; for 'segments' sampling --every)")
+  p.add_argument("--out", default=".", help="with --every: the timelines' folder")
   args = p.parse_args(argv)
   try:
     clips, crops = parse_views(args.views) if args.views else (None, None)
@@ -207,6 +216,11 @@ def main(argv=None) -> int:
   except (checkpoints.CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.every is not None:  # windows along each video (time_jax.timeline)
+    from time_jax import extract  # pylint: disable=g-import-not-at-top  # it imports this module
+    return extract.timelines(predictor, args.video, every=args.every, span=args.window,
+                             views=(clips, crops) if args.views else None, top=args.top,
+                             out=args.out, as_json=args.json)
   if not args.json:
     print(predictor.describe())
   failed = []

@@ -207,6 +207,20 @@ def num_frames(path: str) -> int:
   return count[0]
 
 
+def frame_rate(path: str) -> float:
+  """The average frames per second of a video file's stream (its header's rate).
+
+  Raises:
+    DecodeError: the file cannot be opened or states no frame rate.
+  """
+  with _open(path) as container:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+  if not rate or float(rate) <= 0:
+    raise DecodeError(f"{path}: the video states no frame rate; give one (--fps).")
+  return float(rate)
+
+
 class VideoReader:
   """The `ClipReader` of video files (``dataset.source='video'``); holds no state."""
   # Decoding runs through every frame between keyframe and chosen frame anyway, so
