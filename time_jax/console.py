@@ -9,6 +9,11 @@
 * `quiet_libraries` keeps the console to time_jax's own INFO lines plus every warning
   and error: the INFO chatter of Orbax, JAX, Grain and the rest is dropped unless
   absl's ``--verbosity`` is given on the command line (``--verbosity=0`` shows it all).
+  On a terminal the lines read ``12:04:31 message`` (``12:04:31 warning: ...``);
+  written to a file or a pipe (a log, a launcher, a scheduler) and under
+  ``--verbosity`` they keep absl's full prefix (level, date, time, thread, file:line).
+  `cli_logging` sets up the same console for the commands that are not absl apps
+  (pack, port, sweep), in the short form everywhere (they log no prefix of absl's).
 * `Progress` shows training as step / total, epoch, loss, clips/s and the ETA: a live
   tqdm bar when the stream is a terminal, one log line per log window otherwise.
 """
@@ -22,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from typing import Any, NoReturn, Sequence
 
 from absl import flags
@@ -165,11 +171,31 @@ class _OursOrWarnings(logging.Filter):
             os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep))
 
 
+class ShortFormatter(logging.Formatter):
+  """``HH:MM:SS message``; warnings and errors name their level after the time."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    text = super().format(record)  # the message, and a traceback when there is one
+    when = time.strftime("%H:%M:%S", time.localtime(record.created))
+    level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+    return f"{when} {level}{text}"
+
+
+def _on_a_terminal(handler: logging.Handler) -> bool:
+  stream = getattr(getattr(handler, "python_handler", handler), "stream", None)
+  isatty = getattr(stream, "isatty", None)
+  try:
+    return bool(isatty and isatty())
+  except ValueError:  # a closed stream
+    return False
+
+
 def quiet_libraries(handlers: Sequence[logging.Handler] | None = None) -> None:
-  """Drops the libraries' INFO lines from the console (see the module docstring).
+  """Drops the libraries' INFO lines from the console and, on a terminal, shows the
+  lines as `ShortFormatter`'s (see the module docstring).
 
   Call after absl has parsed the flags (in ``main``); an explicit ``--verbosity`` on the
-  command line leaves every record to absl's verbosity.
+  command line leaves every record to absl's verbosity, in absl's format.
 
   Args:
     handlers: the handlers to filter (default: the root logger's, absl's among them).
@@ -179,6 +205,45 @@ def quiet_libraries(handlers: Sequence[logging.Handler] | None = None) -> None:
   for handler in logging.getLogger().handlers if handlers is None else handlers:
     if not any(isinstance(f, _OursOrWarnings) for f in handler.filters):
       handler.addFilter(_OursOrWarnings())
+    if _on_a_terminal(handler):
+      handler.setFormatter(ShortFormatter())
+
+
+class _Stderr(logging.StreamHandler):
+  """A handler that writes to ``sys.stderr`` as it is when a record comes (tests and
+  tools swap it)."""
+
+  def __init__(self):
+    super().__init__(sys.stderr)
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value
+
+
+def cli_logging() -> None:
+  """The console of a command that is not an absl app (pack, port, sweep): INFO lines
+  of time_jax and every warning (`quiet_libraries`), as `ShortFormatter` writes them.
+
+  Replaces the plain stderr handler that absl's first log call before flag parsing
+  installs (it shows warnings only); other handlers are left alone.
+  """
+  root = logging.getLogger()
+  for handler in list(root.handlers):
+    if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr,  # pylint: disable=unidiomatic-typecheck
+                                                                     sys.__stderr__):
+      root.removeHandler(handler)
+  handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
+  if handler is None:
+    handler = _Stderr()
+    root.addHandler(handler)
+  handler.setFormatter(ShortFormatter())
+  root.setLevel(logging.INFO)
+  quiet_libraries([handler])
 
 
 class _AboveTheBar(logging.Handler):

@@ -39,6 +39,7 @@ from time_jax import checkpoints
 from time_jax import config as config_lib
 from time_jax import console
 from time_jax.data import base
+from time_jax.data import pipeline
 from time_jax.train import loop
 from time_jax.train import multihost
 from time_jax.train import workdir as workdir_lib
@@ -60,7 +61,8 @@ _HEARTBEAT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Raised once the run is under way, caused by the user: one line, exit status 2.
-_USER_ERRORS = (base.ProtocolError, checkpoints.CheckpointError, workdir_lib.WorkdirError)
+_USER_ERRORS = (base.ProtocolError, pipeline.InputError, checkpoints.CheckpointError,
+                workdir_lib.WorkdirError)
 
 
 def _run():
@@ -94,7 +96,8 @@ def main(argv):
   console.quiet_libraries()
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                        heartbeat_timeout_s=_HEARTBEAT.value)
-  multihost.run_or_exit(_run, user_errors=_USER_ERRORS)
+  multihost.run_or_exit(_run, user_errors=_USER_ERRORS,
+                        heartbeat_timeout_s=_HEARTBEAT.value)
 
 
 if __name__ == "__main__":

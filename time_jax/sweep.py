@@ -47,6 +47,7 @@ import subprocess
 import sys
 from typing import Sequence
 
+from time_jax import console
 from time_jax import time_layer
 
 RESULTS_FILE = "eval_results.json"  # written by time_jax.train.loop at the final eval
@@ -352,7 +353,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  console.cli_logging()
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
     grid = settings(parse_list(args.n, int, "--n"),

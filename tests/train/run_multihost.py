@@ -81,7 +81,7 @@ def main():
       _fail_at(trainer, int(fail.split(":")[1]))
     return trainer.run()
 
-  result = multihost.run_or_exit(run)
+  result = multihost.run_or_exit(run, heartbeat_timeout_s=10)
   print("RESULT", result, flush=True)
 
 
