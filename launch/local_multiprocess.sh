@@ -6,15 +6,16 @@
 #   launch/local_multiprocess.sh 2 configs/demo.py /tmp/mh --config.mesh.data=1 --config.mesh.fsdp=-1
 # Environment: DEVICES_PER_PROCESS (default 4, CPU devices each process gets),
 # PORT (default: a free one), PYTHON (default: python). Each process logs to
-# WORKDIR/logs/process_<i>.log; process 0's log is shown here from its first line
-# (without gloo's "[Gloo] Rank ... connected" lines and JAX's note on recoverable tasks,
-# which stay in the log).
+# WORKDIR/logs/process_<i>.log; process 0's log is shown here from its first line (as
+# launch/console.sh's show_log shows it: on a terminal with the time for absl's prefix,
+# without gloo's "[Gloo] Rank ... connected" lines; the log keeps them).
 # Exit status: 0 when all succeed; 75 when they stopped on SIGTERM / Ctrl-C with their
 # checkpoint saved (run the same command to resume); else the first failure's code,
 # after stopping the others. A process killed by a signal (SIGKILL: the out-of-memory
 # killer?) is named here and in every process's log. Ctrl-C or SIGTERM to the script
 # reaches every process (they save one checkpoint at the same step).
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/console.sh"  # show_log
 if [[ $# -lt 3 ]]; then
   echo "usage: $0 P CONFIG WORKDIR [--config.x=y ...]" >&2
   exit 2
@@ -54,9 +55,7 @@ for ((i = 0; i < procs; i++)); do
 done
 echo "Started $procs processes (pids ${pids[*]}; coordinator localhost:$port); logs in $workdir/logs/." >&2
 # Ends by itself after process 0 has ended and its last lines are shown.
-tail -n +1 -f --pid="${pids[0]}" "$(log 0)" \
-  > >(grep --line-buffered -v -e '^\[Gloo\] Rank [0-9]* is connected to' \
-               -e 'coordination_service.cc:[0-9]*\] .* Using experimental recoverable task') &
+tail -n +1 -f --pid="${pids[0]}" "$(log 0)" > >(show_log) &
 tailer=$!
 
 # From here this script's messages go to fd 3 (stderr): bash's own job notices

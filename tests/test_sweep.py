@@ -76,18 +76,26 @@ def test_print_only_two_phase_commands(tmp_path, capsys):
   assert not (tmp_path / "sweep.png").exists()
 
 
+def _usage_error(capsys, argv) -> str:
+  """The one ``error:`` line (exit 2) of ``sweep.main(argv)``."""
+  with pytest.raises(SystemExit) as e:
+    sweep.main(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1, err
+  return err
+
+
 def test_mask_ratio_needs_a_pretraining_phase(tmp_path, capsys):
-  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py"),
-                   "--workdir", str(tmp_path), "--mask-ratio", "0.5", "--print-only"])
-  assert rc == 2
-  assert "--mask-ratio" in capsys.readouterr().err
+  assert "--mask-ratio" in _usage_error(capsys, [
+      "--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py"), "--workdir", str(tmp_path),
+      "--mask-ratio", "0.5", "--print-only"])
 
 
 def test_bad_config_argument_is_reported(tmp_path, capsys):
-  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py") + ":7",
-                   "--workdir", str(tmp_path), "--n", "1", "--print-only"])
-  assert rc == 2
-  assert "'7'" in capsys.readouterr().err
+  assert "'7'" in _usage_error(capsys, [
+      "--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py") + ":7", "--workdir",
+      str(tmp_path), "--n", "1", "--print-only"])
 
 
 FAKE_MAIN = r"""#!{python}
@@ -201,9 +209,9 @@ def test_seeds_print_one_line_per_run_and_refuse_a_seed_override(tmp_path, capsy
   lines = captured.out.strip().splitlines()
   assert len(lines) == 4 and "--config.seed=4" in lines[1] and "n1/seed4" in lines[1]
   assert "seeds" in captured.err  # the table's header
-  rc = sweep.main(["--config", cfg, "--workdir", str(tmp_path), "--seeds", "0,1",
-                   "--print-only", "--overrides", "seed=3"])
-  assert rc == 2 and "--seeds" in capsys.readouterr().err
+  assert "--seeds" in _usage_error(capsys, [
+      "--config", cfg, "--workdir", str(tmp_path), "--seeds", "0,1", "--print-only",
+      "--overrides", "seed=3"])
 
 
 def test_plot_is_skipped_without_results(tmp_path):

@@ -6,6 +6,8 @@
   ends the program with one line, ``error: ...``, on stderr and exit status
   `USAGE_ERROR`: no traceback and no ``--help`` text. `usage_error` does the same for
   the mistakes found later (`time_jax.config.validate`, an unwritable workdir).
+  `load_config` builds a config from its file and overrides exactly as the command line
+  does, for the tools that build a run's config without running it (pack, sweep).
 * `quiet_libraries` keeps the console to time_jax's own INFO lines plus every warning
   and error: the INFO chatter of Orbax, JAX, Grain and the rest is dropped unless
   absl's ``--verbosity`` is given on the command line (``--verbosity=0`` shows it all).
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import logging
 import os
@@ -31,6 +34,8 @@ import time
 from typing import Any, NoReturn, Sequence
 
 from absl import flags
+import ml_collections
+from ml_collections import config_flags
 import tqdm
 
 USAGE_ERROR = 2  # the exit status of a command-line mistake (as argparse's)
@@ -70,6 +75,21 @@ def _config_spec(argv: Sequence[str], name: str) -> str:
   return ""
 
 
+def _fields_like(key: str, spec: str, parents: Sequence[str]) -> list[str]:
+  """Fields of the config's section ``parents`` a mistyped ``key`` may mean: those it
+  begins (``ema`` -> ``ema_decay``) or nearly spells, at most three; [] when the config
+  does not load."""
+  try:
+    node = load_config(spec)
+    for part in parents:
+      node = node[part]
+    fields = [str(k) for k in node.keys()]
+  except Exception:  # pylint: disable=broad-except  # only a hint: the error is raised anyway
+    return []
+  starts = [f for f in fields if f.startswith(key)]
+  return (starts or difflib.get_close_matches(key, fields, n=3, cutoff=0.6))[:3]
+
+
 def _unknown_field(error: LookupError | AttributeError, argv: Sequence[str],
                    name: str) -> str | None:
   """One line for an override naming a field the config lacks; None if none does."""
@@ -80,7 +100,9 @@ def _unknown_field(error: LookupError | AttributeError, argv: Sequence[str],
     if key in parts:
       parent = ".".join([name] + parts[:parts.index(key)])
       suggestion = re.search(r'Did you mean "([^"]+)"', text)
-      hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else "."
+      near = [suggestion.group(1)] if suggestion else _fields_like(
+          key, _config_spec(argv, name), parts[:parts.index(key)])
+      hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else "."
       return f"--{name}.{path}: {parent} has no field {key!r}{hint}"
   return None
 
@@ -121,6 +143,26 @@ def config_errors(argv: Sequence[str], config_flag: str = "config"):
       usage_error(f"--{config_flag}: {path!r} is not a file.")
     cause = _innermost_text(e.__cause__ or e).strip().splitlines()
     usage_error(f"--{config_flag}={spec}: {cause[-1].strip() if cause else e}")
+
+
+def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
+  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
+
+  Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
+  and overrides mean exactly what they mean to ``python -m time_jax.main`` (the tools
+  that build a run's config without running it: pack, sweep). Wrap it in
+  `config_errors` for one-line mistakes.
+  """
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config {path!r} does not exist.")
+  argv = ["load_config", f"--config={spec}", *overrides]
+  flag_values = flags.FlagValues()
+  # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
+                                  lock_config=False, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
 
 
 def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
@@ -275,14 +317,20 @@ class Progress:
   `report` logs one line per call (one per ``train.log_every`` steps). Only the
   process with ``enabled`` shows anything.
 
+  A line whose window holds fewer than ``log_every`` steps (``train/window_steps``: the
+  first after a resume, or one cut short by a save or an evaluation) says how many it
+  averages.
+
   Args:
     total_steps: the step training ends at.
     enabled: whether this process shows progress (process 0).
     stream: where the bar goes (default stderr, where the log goes).
+    log_every: the steps of a full log window (``train.log_every``).
   """
 
-  def __init__(self, total_steps: int, enabled: bool = True, stream=None):
-    self.total, self.enabled = int(total_steps), enabled
+  def __init__(self, total_steps: int, enabled: bool = True, stream=None,
+               log_every: int = 0):
+    self.total, self.enabled, self.log_every = int(total_steps), enabled, int(log_every)
     self.stream = stream if stream is not None else sys.stderr
     isatty = getattr(self.stream, "isatty", None)
     self.live = enabled and bool(isatty and isatty())
@@ -323,6 +371,9 @@ class Progress:
       self._bar.set_postfix_str(", ".join(p for p in parts if p))
       return
     parts = [f"step {step}/{self.total}"]
+    window = scalars.get("train/window_steps")
+    if window is not None and 0 < window < self.log_every:
+      parts[0] += f" (mean of {int(window)} step{'s' if window > 1 else ''})"
     if epoch is not None:
       parts.append(f"epoch {epoch:.2f}")
     if loss is not None:
@@ -344,9 +395,9 @@ class Progress:
 
 
 @contextlib.contextmanager
-def progress(total_steps: int, enabled: bool = True, stream=None):
+def progress(total_steps: int, enabled: bool = True, stream=None, log_every: int = 0):
   """`Progress` that is closed however the block ends."""
-  p = Progress(total_steps, enabled, stream)
+  p = Progress(total_steps, enabled, stream, log_every)
   try:
     yield p
   finally:

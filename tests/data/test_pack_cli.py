@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from time_jax import console
 from time_jax.data import frame_cache
 from time_jax.data import pack
 from time_jax.data import pipeline
@@ -78,7 +79,7 @@ def test_cli_plumbing(tmp_path, monkeypatch):
   assert meta["train"] == 2 and meta["eval"] == 1
   assert meta["class_names"] == ["class_000", "class_001"]
 
-  cfg = pack.load_config(str(cfg_file))
+  cfg = console.load_config(str(cfg_file))
   cfg.dataset.update(source="packed", packed_dir=str(out))
   ds, info = pipeline.build(cfg, "eval", reader=_Reader())
   (batch,) = list(ds)
@@ -124,7 +125,7 @@ def test_real_packed_roundtrip(tmp_path):
         out.mux(p)
   out = tmp_path / "packed"
   assert pack.main(["--config", str(cfg_file), "--out", str(out)]) == 0
-  cfg = pack.load_config(str(cfg_file))
+  cfg = console.load_config(str(cfg_file))
   direct, _ = pipeline.build(cfg, "eval")
   cfg.dataset.update(source="packed", packed_dir=str(out))
   packed_ds, info = pipeline.build(cfg, "eval")
@@ -139,7 +140,7 @@ def test_config_argument_and_overrides_as_for_main(tmp_path):
   cfg_file.write_text(_CONFIG.replace("def get_config():", "def get_config(arg=None):")
                       .replace("return c", "c.time.n = int(arg or 2)\n  return c")
                       .replace("ROOT", repr(str(tmp_path))))
-  c = pack.load_config(f"{cfg_file}:3", ["--config.image_size=48",
+  c = console.load_config(f"{cfg_file}:3", ["--config.image_size=48",
                                          "--config.dataset.split=xsub"])
   assert (c.time.n, c.image_size, c.dataset.split) == (3, 48, "xsub")
   with pytest.raises(SystemExit):
@@ -160,7 +161,7 @@ def test_pack_stores_the_size_the_config_needs_and_warns_when_too_small(tmp_path
   monkeypatch.setattr(frame_cache, "packed_records", lambda path: [])
   monkeypatch.setattr(sources, "make_reader", lambda config: _Reader())
   try:
-    cfg = pack.load_config(str(cfg_file))  # cell 8, crop_scale from 0.25, eval 0.875
+    cfg = console.load_config(str(cfg_file))  # cell 8, crop_scale from 0.25, eval 0.875
     meta = pack.pack(cfg, str(tmp_path / "auto"))
     assert sizes == [16, 16] and meta["short_side"] == 16  # 8 / sqrt(0.25)
     cfg.input.crop_scale = (0.0625, 1.0)

@@ -26,33 +26,13 @@ import logging
 import os
 import sys
 
-from absl import flags
 import ml_collections
-from ml_collections import config_flags
 
 from time_jax import console
 from time_jax.data import config as data_config
 from time_jax.data import frame_cache
 from time_jax.data import pipeline
 from time_jax.data import sources
-
-
-def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
-  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
-
-  Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
-  and overrides mean exactly what they mean to ``python -m time_jax.main``.
-  """
-  path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {path!r} does not exist.")
-  argv = ["pack", f"--config={spec}", *overrides]
-  flag_values = flags.FlagValues()
-  # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=False, sys_argv=argv)
-  flag_values(argv)
-  return flag_values.config
 
 
 def pack(config: ml_collections.ConfigDict, out: str, *,
@@ -99,7 +79,7 @@ def main(argv=None) -> int:
     parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}")
   console.cli_logging()
   with console.config_errors(["pack", f"--config={args.config}", *overrides]):
-    config = load_config(args.config, overrides)
+    config = console.load_config(args.config, overrides)
     config.get("mode")  # a config file that failed raises here
   try:
     meta = pack(config, args.out, short_side=args.short_side)
