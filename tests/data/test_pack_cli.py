@@ -108,6 +108,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
       "'root'?")
   with pytest.raises(ValueError, match="no splits.json"):
     frame_cache.load_splits(str(tmp_path))
+  with pytest.raises(SystemExit):  # the command as it is typed, not 'pack.py'
+    pack.main(["--help"])
+  assert capsys.readouterr().out.startswith("usage: python -m time_jax.data.pack ")
 
 
 def test_real_packed_roundtrip(tmp_path):

@@ -58,7 +58,8 @@ def _fail_at(trainer, step: int) -> None:
   def failing(*args):
     calls[0] += 1
     if calls[0] == step:
-      raise RuntimeError(f"injected failure at step {step}")
+      # Two lines: the whole message must reach the other processes.
+      raise RuntimeError(f"injected failure at step {step}\n  its second line: a.mp4")
     return step_fn(*args)
 
   trainer.train_step = failing
