@@ -8,12 +8,15 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
 --process_id``) call ``jax.distributed.initialize`` first; see launch/ (and
 launch/local_multiprocess.sh to rehearse a multi-host run on one machine). When one
-process fails, every process exits promptly with code 1, the failure named in the logs
-(`time_jax.train.multihost`).
+process fails, every process exits promptly with code 1, the failure named in the logs;
+a process that dies without a word is named by the others once its heartbeats have
+been missing for ``--heartbeat_timeout`` seconds (`time_jax.train.multihost`).
 
-A mistake on the command line, in the config, in ``--workdir`` or in the dataset's
-protocol files (labels, classes) ends the run with one line ``error: ...`` on stderr and
-exit status 2 (`time_jax.console`). So do a workdir another run holds (one run per
+A mistake on the command line, in the config, in ``--workdir``, in the dataset's
+protocol files (labels, classes) or in the data (a batch larger than the training set,
+more undecodable files than ``dataset.max_bad_fraction`` allows: `pipeline.InputError`)
+ends the run with one line ``error: ...`` on stderr and exit status 2
+(`time_jax.console`). So do a workdir another run holds (one run per
 workdir: `time_jax.train.workdir`), resuming a run with a changed model, clip size, TIME
 layer, dataset or normalisation (other fields may change; the changes are logged and
 every start is kept in ``runs.jsonl``), and ``--config.mode=eval`` on a workdir with no
