@@ -100,7 +100,7 @@ def main(argv):
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                        heartbeat_timeout_s=_HEARTBEAT.value)
   multihost.run_or_exit(_run, user_errors=_USER_ERRORS,
-                        heartbeat_timeout_s=_HEARTBEAT.value)
+                        heartbeat_timeout_s=_HEARTBEAT.value, together=(0, EXIT_PREEMPTED))
 
 
 if __name__ == "__main__":

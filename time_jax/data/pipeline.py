@@ -365,7 +365,7 @@ class BadFileMonitor:
 
   def __init__(self, records: Sequence[Record], max_fraction: float, split: str,
                known_bad: dict[int, str] | None = None):
-    self.names = [display_name(r) for r in records]
+    self.records = list(records)  # named (`display_name`) only when one fails
     self.max_fraction = float(max_fraction)
     self.max_bad = allowed_bad_files(max_fraction, len(records))
     self.split = split
@@ -385,15 +385,16 @@ class BadFileMonitor:
             else "left out of the evaluation (valid=False)")
 
   def _list(self, indices: Sequence[int], show: int = 10) -> str:
-    named = [self.names[i] + (f": {self.reasons[i].rstrip('.')}" if i in self.reasons
-                              else "") for i in indices[:show]]
+    named = [display_name(self.records[i]) + (
+        f": {self.reasons[i].rstrip('.')}" if i in self.reasons else "")
+             for i in indices[:show]]
     more = f" and {len(indices) - show} more" if len(indices) > show else ""
     return "; ".join(named) + more
 
   def _check(self) -> None:
     if len(self.bad) > self.max_bad:
       raise TooManyBadFiles(
-          f"{len(self.bad)} of {len(self.names)} {self.split} files failed to decode, "
+          f"{len(self.bad)} of {len(self.records)} {self.split} files failed to decode, "
           f"more than dataset.max_bad_fraction={self.max_fraction:g} allows "
           f"({self.max_bad}): {self._list(list(self.bad))}. Fix or remove them, or "
           "raise dataset.max_bad_fraction.")
@@ -405,7 +406,7 @@ class BadFileMonitor:
       self.replaced += 1
       if idx not in self.bad:
         logging.warning("%s input: cannot decode %s (bad file %d; it is %s).",
-                        self.split, self.names[idx], len(self.bad) + 1,
+                        self.split, display_name(self.records[idx]), len(self.bad) + 1,
                         "replaced" if self.split == "train"
                         else "marked valid=False and left out of the evaluation")
       self.bad[idx] = self.bad.get(idx, 0) + 1

@@ -22,6 +22,10 @@ thread (no device work) that, about once a second,
 
 A collective that fails in this process because a peer vanished (gloo's "connection
 reset") is reported as that peer's loss or failure, not as this process's own error.
+When the work returns (or ends with a ``sys.exit`` code all processes share, such as a
+stop with its checkpoint saved), the processes wait for each other and leave together,
+process 0 last: with recoverability on JAX no longer holds process 0 at exit, and a
+process whose coordination service is gone when it disconnects aborts.
 The one loss no process can report is that of process 0, which hosts the coordination
 service: JAX then ends the others itself ("the JAX distributed service detected fatal
 errors", exit 134); `launch/local_multiprocess.sh` names the lost process in every
@@ -96,12 +100,12 @@ def _client():
   return getattr(distributed.global_state, "client", None)
 
 
-def _flush_and_exit() -> None:
+def _flush_and_exit(code: int = 1) -> None:
   for stream in (sys.stdout, sys.stderr):
     stream.flush()
   for handler in logging.getLogger().handlers:
     handler.flush()
-  os._exit(1)  # pylint: disable=protected-access  # skips JAX's shutdown barrier
+  os._exit(code)  # pylint: disable=protected-access  # skips JAX's shutdown barrier
 
 
 def _recorded_failure(client) -> str | None:
@@ -201,7 +205,8 @@ def _describe(error: BaseException) -> str:
 
 
 def run_or_exit(fn: Callable[[], Any], *, user_errors: tuple[type, ...] = (),
-                heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> Any:
+                heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+                together: tuple[int, ...] = (0,)) -> Any:
   """``fn()``; in a multi-process job an exception on any process ends all (exit 1).
 
   Args:
@@ -210,6 +215,10 @@ def run_or_exit(fn: Callable[[], Any], *, user_errors: tuple[type, ...] = (),
       message, without a traceback.
     heartbeat_timeout_s: what `initialize` was given: a collective that fails here
       waits this long (and a little more) for the watcher to name a lost process.
+    together: ``sys.exit`` codes that end every process at the same point (a stop with
+      its checkpoint saved): the processes then leave together, as when ``fn`` returns.
+      Any other ``sys.exit`` code is a failure: the others stop, naming it, and this
+      process exits with that code at once.
   """
   client = _client()
   if jax.process_count() == 1 or client is None:
@@ -228,9 +237,17 @@ def run_or_exit(fn: Callable[[], Any], *, user_errors: tuple[type, ...] = (),
 
   try:
     result = fn()
-  except SystemExit:  # a deliberate end (a stop with its checkpoint saved: 75)
-    _leave_together(client, pid, count, stop_watching)
-    raise
+  except SystemExit as e:
+    code = 0 if e.code is None else e.code
+    if code in together:
+      _leave_together(client, pid, count, stop_watching)
+      raise
+    try:  # a mistake found on this process (its one line is in its log)
+      client.key_value_set(_FAILED_KEY, f"process {pid}: exited with status {code}; "
+                                        "its log says why.")
+    except Exception:  # pylint: disable=broad-except  # already set, or service gone
+      pass
+    _flush_and_exit(code if isinstance(code, int) else 1)
   except Exception as e:  # pylint: disable=broad-except
     if isinstance(e, jax.errors.JaxRuntimeError):
       # A collective fails here when a peer failed or vanished: let the watcher name
