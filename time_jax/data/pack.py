@@ -35,6 +35,10 @@ from time_jax.data import pipeline
 from time_jax.data import sources
 
 
+# A config as the command line gives it; its home is console (bench scripts import it here).
+load_config = console.load_config
+
+
 def pack(config: ml_collections.ConfigDict, out: str, *,
          short_side: int | None = None) -> dict:
   """Writes the packed cache of both splits of ``config`` to ``out``.
