@@ -5,6 +5,7 @@ Each case runs the real ``python -m time_jax.main`` and expects exit status 2, o
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,9 @@ def test_config_override_flag_type_is_checked(tmp_path):
      "did you mean 'base_lr'?"),
     ("--config.optimiser.base_lr=1", "config has no field 'optimiser'; did you mean "
      "'optimizer'?"),
+    # Too short for ml_collections' suggestion: the fields it begins are named.
+    ("--config.train.ema=0.9", "--config.train.ema: config.train has no field 'ema'; "
+     "did you mean 'ema_decay' or 'ema_eval'?"),
 ])
 def test_an_unknown_override_is_one_line_with_did_you_mean(tmp_path, flag, want):
   assert want in _error_line(_demo(tmp_path, flag))
@@ -122,3 +126,102 @@ def test_listed_videos_that_do_not_exist_are_one_line(tmp_path):
             "--config.dataset.eval_annotations=eval.txt")
   line = _error_line(r)
   assert "a.mp4" in line and "missing_files" in line, line
+
+
+# ----------------------------------------------------------------------------------
+# Data a user can fix: one line, exit 2, before anything compiles.
+# ----------------------------------------------------------------------------------
+
+def _clips(root, good, bad=()):
+  """``root/clips/c<i>.mp4`` (``good`` small mp4s) and the named ``bad`` files (an empty
+  file and a renamed text file); returns their annotation names."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from time_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  (root / "clips").mkdir(parents=True)
+  names = []
+  for i in range(good):
+    frames = synthetic.clip("right", np.random.default_rng(i), num_frames=8, size=32)
+    synthetic.write_mp4(str(root / "clips" / f"c{i}.mp4"), frames)
+    names.append(f"clips/c{i}.mp4")
+  for name, data in bad:
+    (root / "clips" / name).write_bytes(data)
+    names.append(f"clips/{name}")
+  return names
+
+
+def _annotations(root):
+  return [f"--config.dataset.root={root}", "--config.dataset.name=annotations",
+          "--config.dataset.train_annotations=train.txt",
+          "--config.dataset.eval_annotations=eval.txt"]
+
+
+@pytest.mark.slow
+def test_a_packs_bad_videos_stop_a_run_before_it_compiles_naming_them(tmp_path):
+  root = tmp_path / "set"
+  names = _clips(root, 5, bad=[("empty.mp4", b""), ("notes.avi", b"not a video\n")])
+  (root / "train.txt").write_text("".join(f"{n} {i % 2}\n" for i, n in
+                                          enumerate(names[:3] + names[5:])))
+  (root / "eval.txt").write_text(f"{names[3]} 0\n{names[4]} 1\n")
+  pack = subprocess.run(
+      [sys.executable, "-m", "time_jax.data.pack", "--config", "configs/demo.py",
+       "--out", str(tmp_path / "pack"), *_annotations(root)], cwd=REPO,
+      capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+  assert pack.returncode == 0, pack.stderr[-3000:]
+  # The summary counts what was written, and says a run on it will stop.
+  assert (f"Packed 3 of 5 train and 2 eval videos into {tmp_path / 'pack'}. 2 train "
+          "videos did not decode (clips/empty.mp4, clips/notes.avi): a run on it stops "
+          "at start: more than dataset.max_bad_fraction=0.01 allows (1)") in pack.stderr
+
+  r = _main("--config", "configs/demo.py", "--workdir", str(tmp_path / "w"),
+            *_annotations(root), "--config.dataset.source=packed",
+            f"--config.dataset.packed_dir={tmp_path / 'pack'}")
+  line = _error_line(r)
+  assert line.startswith("error: 2 of 5 train files failed to decode, more than "
+                         "dataset.max_bad_fraction=0.01 allows (1): clips/empty.mp4 "
+                         f"(packed as {tmp_path / 'pack' / 'train'}#3): "), line
+  assert "clips/notes.avi (packed as" in line and "cannot open as a video" in line
+  assert "compiles" not in r.stderr  # found before training started
+  assert os.listdir(tmp_path / "w") == []
+
+
+@pytest.mark.slow
+def test_annotation_mistakes_and_a_batch_larger_than_the_set_on_a_terminal(tmp_path):
+  import pty  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "set"
+  names = _clips(root, 3)
+  bom = "\ufeff"  # Notepad / Excel start a UTF-8 file with a byte-order mark
+  (root / "train.txt").write_text(bom + "".join(f"{n} {i % 2}\n" for i, n in
+                                                enumerate(names)), encoding="utf-8")
+  (root / "eval.txt").write_text(bom + f"{names[0]} 0\n", encoding="utf-8")
+  workdir = tmp_path / "w"
+  args = ("--config", "configs/demo.py", "--workdir", str(workdir), *_annotations(root))
+  # 0-based labels read as 1-based: the message says which way to fix it.
+  line = _error_line(_main(*args, "--config.dataset.label_base=1"))
+  assert line == (f"error: {root}/train.txt:1: label 0 is below dataset.label_base=1; the "
+                  "file's labels look 0-based: set dataset.label_base=0."), line
+
+  # On a terminal our lines read 'HH:MM:SS message'; the batch mistake is one line and
+  # nothing is left in the workdir (the BOM files parsed, or no batch would be built).
+  leader, follower = pty.openpty()
+  proc = subprocess.Popen([sys.executable, "-m", "time_jax.main", *args,
+                           "--config.input.batch_size=8"], cwd=REPO, stdin=follower,
+                          stdout=follower, stderr=follower, close_fds=True,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+  os.close(follower)
+  chunks = []
+  while True:
+    try:
+      chunk = os.read(leader, 4096)
+    except OSError:  # the terminal closed: the run ended
+      break
+    if not chunk:
+      break
+    chunks.append(chunk)
+  os.close(leader)
+  assert proc.wait(timeout=120) == 2
+  lines = [l for l in b"".join(chunks).decode().splitlines() if l.strip()]
+  assert lines[-1] == ("error: config.input.batch_size=8: the train split has 3 videos, "
+                       "fewer than the 8 a batch takes; lower input.batch_size."), lines
+  ours = [l for l in lines if "Process 0 of 1" in l]
+  assert len(ours) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d Process 0 of 1, .*", ours[0]), lines
+  assert os.listdir(workdir) == []

@@ -78,6 +78,29 @@ def test_cli_prints_top_classes_and_json(workdir, clip, capsys):
   assert "(3 views)" in text and "1. " in text
 
 
+def test_a_frame_folder_is_read_as_the_frames_source_reads_it(workdir, clip, tmp_path,
+                                                              capsys):
+  # The clip's frames as lossless images: a model trained on frame folders is asked
+  # about them, with the clip's own answer.
+  from time_jax.data import frames  # pylint: disable=g-import-not-at-top
+  from time_jax.data import video  # pylint: disable=g-import-not-at-top
+  frames.write_frames(str(tmp_path / "clip_frames"), video.read_video(clip, np.arange)[0],
+                      ext=".png")
+  assert predict.main(["--checkpoint", workdir, "--video", clip,
+                       str(tmp_path / "clip_frames"), "--views", "2x3", "--json"]) == 0
+  from_video, from_folder = map(json.loads, capsys.readouterr().out.strip().splitlines())
+  assert from_folder["video"] == str(tmp_path / "clip_frames")
+  assert [t["label"] for t in from_folder["top"]] == [t["label"] for t in from_video["top"]]
+  np.testing.assert_allclose([t["probability"] for t in from_folder["top"]],
+                             [t["probability"] for t in from_video["top"]], rtol=1e-5)
+
+
+def test_top_below_one_is_one_clear_error(workdir, clip, capsys):
+  assert predict.main(["--checkpoint", workdir, "--video", clip, "--top", "0"]) == 2
+  captured = capsys.readouterr()
+  assert captured.err == "error: --top 0: list at least one class.\n" and captured.out == ""
+
+
 def test_unreadable_checkpoint_is_one_clear_error(tmp_path, clip, capsys):
   assert predict.main(["--checkpoint", str(tmp_path / "nowhere"), "--video", clip]) == 2
   captured = capsys.readouterr()

@@ -16,6 +16,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
 
 
+def _run_error(log) -> str:
+  """The ``error:`` line a run wrote to its log."""
+  (line,) = [l for l in log.read_text().splitlines() if l.startswith("error: ")]
+  return line
+
+
 def _rows(path):
   with open(path, newline="") as f:
     return list(csv.DictReader(f))
@@ -76,18 +82,26 @@ def test_print_only_two_phase_commands(tmp_path, capsys):
   assert not (tmp_path / "sweep.png").exists()
 
 
+def _usage_error(capsys, argv) -> str:
+  """The one ``error:`` line (exit 2) of ``sweep.main(argv)``."""
+  with pytest.raises(SystemExit) as e:
+    sweep.main(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1, err
+  return err
+
+
 def test_mask_ratio_needs_a_pretraining_phase(tmp_path, capsys):
-  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py"),
-                   "--workdir", str(tmp_path), "--mask-ratio", "0.5", "--print-only"])
-  assert rc == 2
-  assert "--mask-ratio" in capsys.readouterr().err
+  assert "--mask-ratio" in _usage_error(capsys, [
+      "--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py"), "--workdir", str(tmp_path),
+      "--mask-ratio", "0.5", "--print-only"])
 
 
 def test_bad_config_argument_is_reported(tmp_path, capsys):
-  rc = sweep.main(["--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py") + ":7",
-                   "--workdir", str(tmp_path), "--n", "1", "--print-only"])
-  assert rc == 2
-  assert "'7'" in capsys.readouterr().err
+  assert "'7'" in _usage_error(capsys, [
+      "--config", os.path.join(CONFIGS, "hmdb51_vit_b16.py") + ":7", "--workdir",
+      str(tmp_path), "--n", "1", "--print-only"])
 
 
 FAKE_MAIN = r"""#!{python}
@@ -201,9 +215,9 @@ def test_seeds_print_one_line_per_run_and_refuse_a_seed_override(tmp_path, capsy
   lines = captured.out.strip().splitlines()
   assert len(lines) == 4 and "--config.seed=4" in lines[1] and "n1/seed4" in lines[1]
   assert "seeds" in captured.err  # the table's header
-  rc = sweep.main(["--config", cfg, "--workdir", str(tmp_path), "--seeds", "0,1",
-                   "--print-only", "--overrides", "seed=3"])
-  assert rc == 2 and "--seeds" in capsys.readouterr().err
+  assert "--seeds" in _usage_error(capsys, [
+      "--config", cfg, "--workdir", str(tmp_path), "--seeds", "0,1", "--print-only",
+      "--overrides", "seed=3"])
 
 
 def test_plot_is_skipped_without_results(tmp_path):
@@ -235,4 +249,52 @@ def test_demo_sweep_end_to_end(tmp_path):
     with open(tmp_path / "w" / r["setting"] / "seed3" / "config.json") as f:
       saved = json.load(f)
     assert saved["time"]["n"] == int(r["n"]) and saved["seed"] == 3
+    # Each run's output is in its log, where the sweep says it is.
+    log = (tmp_path / "w" / r["setting"] / "seed3" / "log.txt").read_text()
+    assert log.startswith("$ ") and "main.py" in log and "Done: " in log, log[-2000:]
   assert (tmp_path / "w" / "sweep.png").stat().st_size > 1000
+
+
+def test_plot_of_one_setting_names_it_on_the_x_axis(tmp_path, monkeypatch):
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  ticks = []
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: ticks.extend(
+      t.get_text() for t in fig.axes[0].get_xticklabels()))
+  plan = sweep.Plan("cfg.py", str(tmp_path), (), [], (0, 1))
+  for seed, top1 in ((0, 0.5), (1, 0.7)):
+    os.makedirs(tmp_path / "base" / f"seed{seed}")
+    (tmp_path / "base" / f"seed{seed}" / "eval_results.json").write_text(
+        json.dumps(dict(top1=top1, num_videos=9)))
+  assert sweep.plot(sweep.collect(plan, sweep.settings()), str(tmp_path / "p.png"))
+  assert ticks == ["base"]
+
+
+@pytest.mark.slow
+def test_a_mistake_stops_the_sweep_before_any_run_and_each_run_logs_where_it_says(
+    tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, TIME_JAX_DEMO_DATA=str(tmp_path / "data"))
+  work = tmp_path / "w"
+  sweep_cmd = [sys.executable, "-m", "time_jax.sweep", "--config", "configs/demo.py",
+               "--workdir", str(work), "--n", "1,2", "--overrides"]
+  typo = subprocess.run(sweep_cmd + ["train.num_stepz=2"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert typo.returncode == 2
+  assert typo.stderr == ("error: --config.train.num_stepz: config.train has no field "
+                         "'num_stepz'; did you mean 'num_steps'?\n"), typo.stderr
+  assert not work.exists()  # nothing ran, nothing was written
+
+  # A mistake only the run finds (listed videos that do not exist): named with its log.
+  root = tmp_path / "set"
+  root.mkdir()
+  (root / "train.txt").write_text("a.mp4 0\nb.mp4 1\n")
+  (root / "eval.txt").write_text("a.mp4 0\n")
+  failed = subprocess.run(
+      sweep_cmd[:-3] + ["--n", "1", "--overrides", "dataset.name=annotations",
+                        f"dataset.root={root}", "dataset.train_annotations=train.txt",
+                        "dataset.eval_annotations=eval.txt"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert failed.returncode == 1, failed.stderr[-3000:]
+  log = work / "n1" / "log.txt"
+  row = next(l for l in failed.stdout.splitlines() if l.startswith("n1 "))
+  assert row.endswith(f"failed: run exited with 2 ({_run_error(log)}); log: {log}"), row
+  assert "a.mp4" in _run_error(log) and log.read_text().startswith("$ ")

@@ -6,9 +6,16 @@
   ends the program with one line, ``error: ...``, on stderr and exit status
   `USAGE_ERROR`: no traceback and no ``--help`` text. `usage_error` does the same for
   the mistakes found later (`time_jax.config.validate`, an unwritable workdir).
+  `load_config` builds a config from its file and overrides exactly as the command line
+  does, for the tools that build a run's config without running it (pack, sweep).
 * `quiet_libraries` keeps the console to time_jax's own INFO lines plus every warning
   and error: the INFO chatter of Orbax, JAX, Grain and the rest is dropped unless
   absl's ``--verbosity`` is given on the command line (``--verbosity=0`` shows it all).
+  On a terminal the lines read ``12:04:31 message`` (``12:04:31 warning: ...``);
+  written to a file or a pipe (a log, a launcher, a scheduler) and under
+  ``--verbosity`` they keep absl's full prefix (level, date, time, thread, file:line).
+  `cli_logging` sets up the same console for the commands that are not absl apps
+  (pack, port, sweep), in the short form everywhere (they log no prefix of absl's).
 * `Progress` shows training as step / total, epoch, loss, clips/s and the ETA: a live
   tqdm bar when the stream is a terminal, one log line per log window otherwise.
 """
@@ -16,15 +23,19 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import logging
 import os
 import re
 import sys
 import tempfile
+import time
 from typing import Any, NoReturn, Sequence
 
 from absl import flags
+import ml_collections
+from ml_collections import config_flags
 import tqdm
 
 USAGE_ERROR = 2  # the exit status of a command-line mistake (as argparse's)
@@ -64,6 +75,21 @@ def _config_spec(argv: Sequence[str], name: str) -> str:
   return ""
 
 
+def _fields_like(key: str, spec: str, parents: Sequence[str]) -> list[str]:
+  """Fields of the config's section ``parents`` a mistyped ``key`` may mean: those it
+  begins (``ema`` -> ``ema_decay``) or nearly spells, at most three; [] when the config
+  does not load."""
+  try:
+    node = load_config(spec)
+    for part in parents:
+      node = node[part]
+    fields = [str(k) for k in node.keys()]
+  except Exception:  # pylint: disable=broad-except  # only a hint: the error is raised anyway
+    return []
+  starts = [f for f in fields if f.startswith(key)]
+  return (starts or difflib.get_close_matches(key, fields, n=3, cutoff=0.6))[:3]
+
+
 def _unknown_field(error: LookupError | AttributeError, argv: Sequence[str],
                    name: str) -> str | None:
   """One line for an override naming a field the config lacks; None if none does."""
@@ -74,7 +100,9 @@ def _unknown_field(error: LookupError | AttributeError, argv: Sequence[str],
     if key in parts:
       parent = ".".join([name] + parts[:parts.index(key)])
       suggestion = re.search(r'Did you mean "([^"]+)"', text)
-      hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else "."
+      near = [suggestion.group(1)] if suggestion else _fields_like(
+          key, _config_spec(argv, name), parts[:parts.index(key)])
+      hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else "."
       return f"--{name}.{path}: {parent} has no field {key!r}{hint}"
   return None
 
@@ -115,6 +143,26 @@ def config_errors(argv: Sequence[str], config_flag: str = "config"):
       usage_error(f"--{config_flag}: {path!r} is not a file.")
     cause = _innermost_text(e.__cause__ or e).strip().splitlines()
     usage_error(f"--{config_flag}={spec}: {cause[-1].strip() if cause else e}")
+
+
+def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
+  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
+
+  Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
+  and overrides mean exactly what they mean to ``python -m time_jax.main`` (the tools
+  that build a run's config without running it: pack, sweep). Wrap it in
+  `config_errors` for one-line mistakes.
+  """
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config {path!r} does not exist.")
+  argv = ["load_config", f"--config={spec}", *overrides]
+  flag_values = flags.FlagValues()
+  # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
+                                  lock_config=False, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
 
 
 def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
@@ -165,11 +213,31 @@ class _OursOrWarnings(logging.Filter):
             os.path.abspath(record.pathname).startswith(_PACKAGE_DIR + os.sep))
 
 
+class ShortFormatter(logging.Formatter):
+  """``HH:MM:SS message``; warnings and errors name their level after the time."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    text = super().format(record)  # the message, and a traceback when there is one
+    when = time.strftime("%H:%M:%S", time.localtime(record.created))
+    level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+    return f"{when} {level}{text}"
+
+
+def _on_a_terminal(handler: logging.Handler) -> bool:
+  stream = getattr(getattr(handler, "python_handler", handler), "stream", None)
+  isatty = getattr(stream, "isatty", None)
+  try:
+    return bool(isatty and isatty())
+  except ValueError:  # a closed stream
+    return False
+
+
 def quiet_libraries(handlers: Sequence[logging.Handler] | None = None) -> None:
-  """Drops the libraries' INFO lines from the console (see the module docstring).
+  """Drops the libraries' INFO lines from the console and, on a terminal, shows the
+  lines as `ShortFormatter`'s (see the module docstring).
 
   Call after absl has parsed the flags (in ``main``); an explicit ``--verbosity`` on the
-  command line leaves every record to absl's verbosity.
+  command line leaves every record to absl's verbosity, in absl's format.
 
   Args:
     handlers: the handlers to filter (default: the root logger's, absl's among them).
@@ -179,6 +247,45 @@ def quiet_libraries(handlers: Sequence[logging.Handler] | None = None) -> None:
   for handler in logging.getLogger().handlers if handlers is None else handlers:
     if not any(isinstance(f, _OursOrWarnings) for f in handler.filters):
       handler.addFilter(_OursOrWarnings())
+    if _on_a_terminal(handler):
+      handler.setFormatter(ShortFormatter())
+
+
+class _Stderr(logging.StreamHandler):
+  """A handler that writes to ``sys.stderr`` as it is when a record comes (tests and
+  tools swap it)."""
+
+  def __init__(self):
+    super().__init__(sys.stderr)
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value
+
+
+def cli_logging() -> None:
+  """The console of a command that is not an absl app (pack, port, sweep): INFO lines
+  of time_jax and every warning (`quiet_libraries`), as `ShortFormatter` writes them.
+
+  Replaces the plain stderr handler that absl's first log call before flag parsing
+  installs (it shows warnings only); other handlers are left alone.
+  """
+  root = logging.getLogger()
+  for handler in list(root.handlers):
+    if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr,  # pylint: disable=unidiomatic-typecheck
+                                                                     sys.__stderr__):
+      root.removeHandler(handler)
+  handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
+  if handler is None:
+    handler = _Stderr()
+    root.addHandler(handler)
+  handler.setFormatter(ShortFormatter())
+  root.setLevel(logging.INFO)
+  quiet_libraries([handler])
 
 
 class _AboveTheBar(logging.Handler):
@@ -210,14 +317,20 @@ class Progress:
   `report` logs one line per call (one per ``train.log_every`` steps). Only the
   process with ``enabled`` shows anything.
 
+  A line whose window holds fewer than ``log_every`` steps (``train/window_steps``: the
+  first after a resume, or one cut short by a save or an evaluation) says how many it
+  averages.
+
   Args:
     total_steps: the step training ends at.
     enabled: whether this process shows progress (process 0).
     stream: where the bar goes (default stderr, where the log goes).
+    log_every: the steps of a full log window (``train.log_every``).
   """
 
-  def __init__(self, total_steps: int, enabled: bool = True, stream=None):
-    self.total, self.enabled = int(total_steps), enabled
+  def __init__(self, total_steps: int, enabled: bool = True, stream=None,
+               log_every: int = 0):
+    self.total, self.enabled, self.log_every = int(total_steps), enabled, int(log_every)
     self.stream = stream if stream is not None else sys.stderr
     isatty = getattr(self.stream, "isatty", None)
     self.live = enabled and bool(isatty and isatty())
@@ -258,6 +371,9 @@ class Progress:
       self._bar.set_postfix_str(", ".join(p for p in parts if p))
       return
     parts = [f"step {step}/{self.total}"]
+    window = scalars.get("train/window_steps")
+    if window is not None and 0 < window < self.log_every:
+      parts[0] += f" (mean of {int(window)} step{'s' if window > 1 else ''})"
     if epoch is not None:
       parts.append(f"epoch {epoch:.2f}")
     if loss is not None:
@@ -279,9 +395,9 @@ class Progress:
 
 
 @contextlib.contextmanager
-def progress(total_steps: int, enabled: bool = True, stream=None):
+def progress(total_steps: int, enabled: bool = True, stream=None, log_every: int = 0):
   """`Progress` that is closed however the block ends."""
-  p = Progress(total_steps, enabled, stream)
+  p = Progress(total_steps, enabled, stream, log_every)
   try:
     yield p
   finally:

@@ -8,12 +8,15 @@ r"""Trains or evaluates a model with TIME: flags -> config -> mesh -> train/eval
 Several processes (SLURM, Open MPI, or ``--coordinator_address --num_processes
 --process_id``) call ``jax.distributed.initialize`` first; see launch/ (and
 launch/local_multiprocess.sh to rehearse a multi-host run on one machine). When one
-process fails, every process exits promptly with code 1, the failure named in the logs
-(`time_jax.train.multihost`).
+process fails, every process exits promptly with code 1, the failure named in the logs;
+a process that dies without a word is named by the others once its heartbeats have
+been missing for ``--heartbeat_timeout`` seconds (`time_jax.train.multihost`).
 
-A mistake on the command line, in the config, in ``--workdir`` or in the dataset's
-protocol files (labels, classes) ends the run with one line ``error: ...`` on stderr and
-exit status 2 (`time_jax.console`). So do a workdir another run holds (one run per
+A mistake on the command line, in the config, in ``--workdir``, in the dataset's
+protocol files (labels, classes) or in the data (a batch larger than the training set,
+more undecodable files than ``dataset.max_bad_fraction`` allows: `pipeline.InputError`)
+ends the run with one line ``error: ...`` on stderr and exit status 2
+(`time_jax.console`). So do a workdir another run holds (one run per
 workdir: `time_jax.train.workdir`), resuming a run with a changed model, clip size, TIME
 layer, dataset or normalisation (other fields may change; the changes are logged and
 every start is kept in ``runs.jsonl``), and ``--config.mode=eval`` on a workdir with no
@@ -39,6 +42,7 @@ from time_jax import checkpoints
 from time_jax import config as config_lib
 from time_jax import console
 from time_jax.data import base
+from time_jax.data import pipeline
 from time_jax.train import loop
 from time_jax.train import multihost
 from time_jax.train import workdir as workdir_lib
@@ -60,7 +64,8 @@ _HEARTBEAT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Raised once the run is under way, caused by the user: one line, exit status 2.
-_USER_ERRORS = (base.ProtocolError, checkpoints.CheckpointError, workdir_lib.WorkdirError)
+_USER_ERRORS = (base.ProtocolError, pipeline.InputError, checkpoints.CheckpointError,
+                workdir_lib.WorkdirError)
 
 
 def _run():
@@ -94,7 +99,8 @@ def main(argv):
   console.quiet_libraries()
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                        heartbeat_timeout_s=_HEARTBEAT.value)
-  multihost.run_or_exit(_run, user_errors=_USER_ERRORS)
+  multihost.run_or_exit(_run, user_errors=_USER_ERRORS,
+                        heartbeat_timeout_s=_HEARTBEAT.value, together=(0, EXIT_PREEMPTED))
 
 
 if __name__ == "__main__":

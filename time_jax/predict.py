@@ -1,11 +1,13 @@
-"""Classifies video files with a trained checkpoint: the top-5 classes and probabilities.
+"""Classifies videos (files or frame folders) with a trained checkpoint: the top-5
+classes and probabilities.
 
   python -m time_jax.predict --checkpoint CKPT --video FILE [FILE ...] [--views 2x3] [--json]
       [--ema | --no-ema] [--every SECONDS [--window SECONDS] [--out DIR]]
 
 CKPT is a training workdir or a ported-weights folder (`time_jax.checkpoints`);
 class names come from its ``class_names.json`` (``class_{i}`` without one). Each video
-is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size):
+is read as evaluation reads it (the checkpoint's TIME N, T*, arrangement and size; a
+folder of images as ``dataset.source='frames'`` reads it):
 ``--views K×C`` takes K temporal clips times C in {1, 3} spatial crops (default: the
 run's ``input.eval_clips`` × ``input.eval_crops``) and merges them as the run's
 evaluation does (``input.eval_merge``: the mean of the views' softmaxes, or the softmax
@@ -134,10 +136,10 @@ class Predictor:
     return self.ckpt.class_names
 
   def logits(self, video: str) -> np.ndarray:
-    """float32 ``[views, num_classes]`` for one video file.
+    """float32 ``[views, num_classes]`` for one video file or frame folder.
 
     Raises:
-      DecodeError: the file is missing or cannot be decoded.
+      DecodeError: the file or folder is missing or cannot be decoded.
     """
     cells = inputs.read_views(video, self.ckpt.config, clips=self.clips, crops=self.crops)
     x = inputs.model_input(cells, self.ckpt.config)
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m time_jax.predict", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True, help="training workdir or ported folder")
-  p.add_argument("--video", required=True, nargs="+", help="video file(s)")
+  p.add_argument("--video", required=True, nargs="+",
+                 help="video file(s) or frame folder(s)")
   p.add_argument("--views", default=None,
                  help="clips x crops averaged, e.g. 2x3 (default: the run's eval views)")
   p.add_argument("--top", type=int, default=5, help="classes to list")
@@ -208,6 +211,9 @@ def main(argv=None) -> int:
                  "window spans (default: one clip's span; for 'segments' sampling --every)")
   p.add_argument("--out", default=".", help="with --every: the timelines' folder")
   args = p.parse_args(argv)
+  if args.top < 1:
+    print(f"error: --top {args.top}: list at least one class.", file=sys.stderr)
+    return 2
   try:
     clips, crops = parse_views(args.views) if args.views else (None, None)
     predictor = Predictor(args.checkpoint, clips=clips, crops=crops, n=args.n,

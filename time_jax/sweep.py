@@ -7,9 +7,12 @@ One training per setting, each in its own sub-workdir, through the real
         --n 1,2,4,7 --arrangement spatial,temporal \
         --overrides dataset.root=/data/hmdb51 checkpoint.init_from=/w/vit_b16_in1k
 
-runs the eight settings one after another in ``W/n1_spatial``, ``W/n1_temporal``, ...;
-``--print-only`` prints their command lines instead (one a line, for a cluster's job
-array), without running anything. Two-phase recipes name the phase with ``{phase}`` in
+runs the eight settings one after another in ``W/n1_spatial``, ``W/n1_temporal``, ...,
+each run's output in its workdir's ``log.txt`` (the console says when each starts and
+names a failure with its error line). Every run's config is built and validated first,
+as ``time_jax.main`` would, so a mistake (a mistyped override) is one ``error:`` line
+(exit 2) before anything runs. ``--print-only`` prints the command lines instead (one a
+line, for a cluster's job array), without running or checking anything. Two-phase recipes name the phase with ``{phase}`` in
 the config argument; every setting then runs the phases of ``--phases`` (default
 ``pretrain,finetune``) in ``W/<setting>/<phase>``, and the fine-tuning phase finds its
 pretraining run at ``../pretrain``::
@@ -27,7 +30,8 @@ augmentation unless the config sets ``input.shuffle_seed``), in ``W/<setting>/se
 sample standard deviation over the finished seeds (``seeds`` counts them; top-5 stays
 empty where the runs report none), and ``W/sweep.png``: top-1 against N (± one standard
 deviation with seeds), one line per arrangement (and mask ratio); against the mask
-ratio when only the mask ratio varies.
+ratio when only the mask ratio varies; one point per setting, named, when nothing
+varies.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import itertools
 import json
 import logging
@@ -47,9 +50,11 @@ import subprocess
 import sys
 from typing import Sequence
 
+from time_jax import console
 from time_jax import time_layer
 
 RESULTS_FILE = "eval_results.json"  # written by time_jax.train.loop at the final eval
+LOG_FILE = "log.txt"  # each run's output, in its workdir
 CSV_FILE = "sweep.csv"
 PLOT_FILE = "sweep.png"
 PHASE_KEY = "{phase}"
@@ -138,17 +143,6 @@ def normalise_overrides(items: Sequence[str]) -> list[str]:
   return out
 
 
-def load_config(spec: str):
-  """Runs ``get_config(arg)`` of ``path[:arg]`` as ``time_jax.main`` would."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config: {path!r} is not a file.")
-  module_spec = importlib.util.spec_from_file_location("time_jax_sweep_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
 @dataclasses.dataclass
 class Plan:
   """What to run for each setting (and seed): ``(phase, config spec, workdir)`` in order.
@@ -200,13 +194,46 @@ def read_result(workdir: str) -> dict | None:
     return json.load(f)
 
 
+def check(plan: Plan, grid: Sequence[Setting]) -> None:
+  """Builds and validates the config of every run still to run, as ``time_jax.main``
+  will (`console.load_config`, `time_jax.config.validate`), before any of them starts:
+  a mistake is one ``error:`` line naming the run (`console.usage_error`, exit 2)."""
+  from time_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for s in grid:
+    for seed in plan.runs():
+      if read_result(plan.results_dir(s, seed)) is not None:
+        continue
+      for (phase, spec, _), cmd in zip(plan.steps(s, seed), plan.commands(s, seed)):
+        overrides = [a for a in cmd if a.startswith("--config.")]
+        with console.config_errors(["sweep", f"--config={spec}", *overrides]):
+          config = console.load_config(spec, overrides)
+        try:
+          config_lib.validate(config)
+        except ValueError as e:
+          console.usage_error(f"{plan.run_name(s, seed)}{f' ({phase})' if phase else ''}: "
+                              f"{e}")
+
+
+def _last_error(log: str) -> str:
+  """The last ``error:`` line of a run's log (a mistake's one line), else its last line."""
+  try:
+    with open(log, errors="replace") as f:
+      lines = [l.strip() for l in f.readlines()[-200:] if l.strip()]
+  except OSError:
+    return ""
+  errors = [l for l in lines if l.startswith("error: ")]
+  return (errors or lines or [""])[-1]
+
+
 def run(plan: Plan, grid: Sequence[Setting], python: str = sys.executable,
         env: dict | None = None) -> dict[str, str]:
   """Runs every setting's phases in order, once per seed; returns run name (`Plan.run_name`)
   -> status.
 
-  A run whose results exist is skipped (``'done'``); a failing phase stops that run
-  (``'failed: ...'``) and the sweep goes on with the next.
+  Each phase's output (stdout and stderr) goes to ``LOG_FILE`` in its workdir; the
+  console gets a line when a run starts and when one fails. A run whose results exist
+  is skipped (``'done'``); a failing phase stops that run (``'failed: ...'``, with its
+  last error line and log) and the sweep goes on with the next.
   """
   status = {}
   for s in grid:
@@ -218,11 +245,19 @@ def run(plan: Plan, grid: Sequence[Setting], python: str = sys.executable,
         continue
       status[name] = "ran"
       for (phase, _, wd), cmd in zip(plan.steps(s, seed), plan.commands(s, seed, python)):
-        logging.info("%s%s: %s", name, f" ({phase})" if phase else "", shlex.join(cmd))
         os.makedirs(wd, exist_ok=True)
-        rc = subprocess.run(cmd, env=env, check=False).returncode
+        log = os.path.join(wd, LOG_FILE)
+        logging.info("%s%s: running (log: %s): %s", name, f" ({phase})" if phase else "",
+                     log, shlex.join(cmd))
+        with open(log, "a") as f:
+          f.write(f"$ {shlex.join(cmd)}\n")
+          f.flush()
+          rc = subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL,
+                              stdout=f, stderr=subprocess.STDOUT).returncode
         if rc != 0:
-          status[name] = f"failed: {phase or 'run'} exited with {rc} (log in {wd})"
+          last = _last_error(log)
+          status[name] = (f"failed: {phase or 'run'} exited with {rc}"
+                          f"{f' ({last})' if last else ''}; log: {log}")
           logging.error("%s: %s", name, status[name])
           break
   return status
@@ -290,6 +325,8 @@ def plot(rows: Sequence[dict], path: str, title: str = "") -> bool:
 
   ns = {r["n"] for r in rows}
   x_key = "mask_ratio" if len(ns) == 1 and len({r["mask_ratio"] for r in rows}) > 1 else "n"
+  if all(r[x_key] is None for r in done):  # nothing swept along x: one point a setting
+    return _plot_settings(done, path, title)
   line_keys = [k for k in ("arrangement", "mask_ratio", "n") if k != x_key]
   lines: dict[tuple, list] = {}
   for r in done:
@@ -313,6 +350,30 @@ def plot(rows: Sequence[dict], path: str, title: str = "") -> bool:
     ax.set_title(title, fontsize=9)
   if ax.get_legend_handles_labels()[1]:
     ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def _plot_settings(done: Sequence[dict], path: str, title: str) -> bool:
+  """Top-1 of each setting (± one standard deviation with seeds), named on the x axis."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(max(3.0, 1.2 * len(done) + 1.5), 4))
+  xs = list(range(len(done)))
+  err = [r.get("top1_std") or 0.0 for r in done]
+  ax.errorbar(xs, [r["top1"] for r in done], yerr=err if any(err) else None,
+              marker="o", linestyle="none", capsize=3)
+  ax.set_xticks(xs, [r["setting"] for r in done])
+  ax.set_xlim(-0.5, len(done) - 0.5)
+  ax.set_xlabel("setting")
+  ax.set_ylabel("top-1 accuracy (%)")
+  ax.grid(alpha=0.3)
+  if title:
+    ax.set_title(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -352,7 +413,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  console.cli_logging()
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
     grid = settings(parse_list(args.n, int, "--n"),
@@ -363,7 +424,8 @@ def main(argv=None) -> int:
       raise ValueError("--phases: the config has '{phase}' but no phase is given.")
     first = args.config.replace(PHASE_KEY, phases[0]) if PHASE_KEY in args.config \
         else args.config
-    config = load_config(first)  # fails early on a wrong path or config argument
+    with console.config_errors(["sweep", f"--config={first}"]):
+      config = console.load_config(first)  # a wrong path or config argument: one line
     if args.mask_ratio and config.mode != "pretrain":
       raise ValueError(f"--mask-ratio: {first} is a {config.mode!r} config; the mask "
                        "ratio only acts in pretraining. Put '{phase}' in --config to "
@@ -373,9 +435,8 @@ def main(argv=None) -> int:
     if seeds and any(o.startswith("--config.seed=") for o in overrides):
       raise ValueError("--overrides sets config.seed; give the seeds with --seeds.")
     plan = Plan(args.config, os.path.abspath(args.workdir), phases, overrides, seeds)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:
+    console.usage_error(str(e))
 
   status: dict[str, str] = {}
   if args.print_only:
@@ -383,6 +444,7 @@ def main(argv=None) -> int:
       for seed in plan.runs():
         print(" && ".join(shlex.join(c) for c in plan.commands(s, seed)))
   elif not args.collect_only:
+    check(plan, grid)  # one mistake, said once, before anything runs
     status = run(plan, grid)
 
   rows = collect(plan, grid, status)

@@ -103,4 +103,8 @@ def test_cli_writes_a_png_per_layer(tiny_resnet, video, tmp_path):
 def test_transformer_checkpoint_is_a_clear_error(tiny_videomae, video, tmp_path, capsys):
   assert cli.main(["features", "--checkpoint", tiny_videomae, "--video", video,
                    "--out", str(tmp_path)]) == 2
-  assert "needs a ResNet" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  # What the model is, what features draws, and the tool that works for this model.
+  assert err.count("\n") == 1 and err.startswith(
+      f"error: {tiny_videomae} holds 'videomae_s', a VideoMAE: features draws the "
+      "convolution feature maps of a ResNet (resnet50); for this model use `attention`"), err

@@ -86,3 +86,32 @@ def test_checkpoint_without_config_is_one_clear_error(video, tmp_path, capsys):
                    "--out", str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "config.json" in err and err.count("\n") == 1
+
+
+def test_a_long_video_name_stays_inside_the_title_and_help_keeps_its_lines(
+    video, tmp_path, monkeypatch, capsys):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  import matplotlib.text  # pylint: disable=g-import-not-at-top
+  name = "a_clip_from_real_footage_with_a_name_that_has_no_space_at_all_0001.mp4"
+  long_name = shutil.copy(video, tmp_path / name)
+  inside = []
+
+  def check(fig, path, **kwargs):
+    del path, kwargs
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (title,) = [t for t in fig.findobj(matplotlib.text.Text) if name in t.get_text()]
+    box, page = title.get_window_extent(renderer), fig.bbox
+    inside.append(page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1)
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", check)
+  assert cli.main(["time_grid", "--video", str(long_name), "--n", "1", "--t-out", "1",
+                   "--arrangement", "spatial", "--out", str(tmp_path / "o")]) == 0
+  assert inside == [True]
+  capsys.readouterr()
+  # A docstring's continued command keeps its line break in --help (no run of spaces).
+  for tool in ("features", "reconstruct"):
+    with pytest.raises(SystemExit):
+      cli.main([tool, "--help"])
+    assert "--video FILE \\\n      --" in capsys.readouterr().out

@@ -7,6 +7,9 @@ saved to disk; ``run``'s constructor overrides stand in for the tiny sizes.
 """
 
 import os
+import re
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -22,6 +25,7 @@ from time_jax.port import common
 from time_jax.port import hf
 from time_jax.port import reference
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(embed_dim=64, depth=2, num_heads=4, patch_size=8)
 
 
@@ -179,3 +183,22 @@ def test_metadata_rebuilds_non_default_models_without_flags(tmp_path):
   plain = models.create("vit_ti16", num_classes=5, embed_dim=64, depth=2, num_heads=4)
   with pytest.raises(Exception):
     plain.apply(ck.variables, x)
+
+
+@pytest.mark.slow
+def test_the_command_shows_our_lines_and_the_libraries_stay_quiet(tmp_path):
+  # A full-size (tiny) timm ViT, as a user ports one: the command as typed.
+  model = reference.timm().create_model("vit_tiny_patch16_224", pretrained=False,
+                                        num_classes=10)
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp_path / "vit.safetensors"))
+  out = tmp_path / "ported"
+  r = subprocess.run([sys.executable, "-m", "time_jax.port", "--from", "timm",
+                      "--checkpoint", str(tmp_path / "vit.safetensors"), "--model",
+                      "vit_ti16", "--out", str(out)],
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=REPO))
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout == f"wrote {out} (vit_ti16, 10 classes; read back identical)\n"
+  lines = r.stderr.splitlines()  # before: ~47 INFO lines of Orbax and JAX
+  assert len(lines) == 2 and all(re.match(r"\d\d:\d\d:\d\d [A-Z]", l) for l in lines), lines

@@ -84,11 +84,15 @@ def tiny_config(mode: str = "finetune") -> ml_collections.ConfigDict:
 
 
 class SlowReader(MovingSquareReader):
-  """`MovingSquareReader` that sleeps ``MOVING_READ_SLEEP`` seconds per clip, so a test
-  driving a run in a subprocess can signal it mid-run."""
+  """`MovingSquareReader` that sleeps ``MOVING_READ_SLEEP`` seconds per clip (eval clips:
+  ``MOVING_EVAL_SLEEP`` when set), so a test driving a run in a subprocess can signal it
+  mid-run, or mid-evaluation."""
 
   def read(self, record, choose):
-    time.sleep(float(os.environ.get("MOVING_READ_SLEEP", "0")))
+    sleep = os.environ.get("MOVING_READ_SLEEP", "0")
+    if record.path.startswith("eval_"):
+      sleep = os.environ.get("MOVING_EVAL_SLEEP", sleep)
+    time.sleep(float(sleep))
     return super().read(record, choose)
 
 

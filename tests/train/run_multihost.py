@@ -58,7 +58,8 @@ def _fail_at(trainer, step: int) -> None:
   def failing(*args):
     calls[0] += 1
     if calls[0] == step:
-      raise RuntimeError(f"injected failure at step {step}")
+      # Two lines: the whole message must reach the other processes.
+      raise RuntimeError(f"injected failure at step {step}\n  its second line: a.mp4")
     return step_fn(*args)
 
   trainer.train_step = failing
@@ -81,7 +82,7 @@ def main():
       _fail_at(trainer, int(fail.split(":")[1]))
     return trainer.run()
 
-  result = multihost.run_or_exit(run)
+  result = multihost.run_or_exit(run, heartbeat_timeout_s=10)
   print("RESULT", result, flush=True)
 
 

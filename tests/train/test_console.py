@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,31 @@ def test_quiet_libraries_keeps_our_lines_and_every_warning():
   out = stream.getvalue()
   assert "library chatter" not in out
   assert "library warning" in out and "step 4/4 | loss 0.5" in out
+
+
+def test_a_terminal_gets_time_and_message_and_a_file_absls_prefix():
+  terminal, file = _Terminal(), io.StringIO()
+  handlers = [logging.StreamHandler(terminal), logging.StreamHandler(file)]
+  prefixed = logging.Formatter("PREFIX %(message)s")
+  for h in handlers:
+    h.setFormatter(prefixed)
+  console.quiet_libraries(handlers)
+  for level, message in ((logging.INFO, "step 4/4 | loss 0.5"), (logging.WARNING, "slow")):
+    record = logging.LogRecord(__name__, level, console.__file__, 1, message, None, None)
+    for h in handlers:
+      h.handle(record)
+  assert re.fullmatch(r"\d\d:\d\d:\d\d step 4/4 \| loss 0.5\n"
+                      r"\d\d:\d\d:\d\d warning: slow\n", terminal.getvalue())
+  assert file.getvalue() == "PREFIX step 4/4 | loss 0.5\nPREFIX slow\n"
+
+
+def test_a_line_averaging_fewer_steps_than_log_every_says_so(caplog):
+  with caplog.at_level(logging.INFO), console.progress(
+      12, stream=io.StringIO(), log_every=4) as p:
+    p.report(4, {"train/loss": 2.0, "train/window_steps": 4})
+    p.report(7, {"train/loss": 1.0, "train/window_steps": 3})  # after a resume at 4
+  assert [r.getMessage() for r in caplog.records] == [
+      "step 4/12 | loss 2", "step 7/12 (mean of 3 steps) | loss 1"]
 
 
 def test_writer_rewind_drops_later_steps_and_replaces_a_rewritten_record(tmp_path):

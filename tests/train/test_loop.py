@@ -23,6 +23,8 @@ from time_jax.train import loop
 from loop_runs import REPO  # pylint: disable=g-bad-import-order
 from loop_runs import flat as _flat
 from loop_runs import losses as _losses
+from loop_runs import moving_env
+from loop_runs import records as _records
 from loop_runs import start_moving as _start
 from loop_runs import wait_for_step as _wait_for_step
 
@@ -147,6 +149,28 @@ def test_second_ctrl_c_exits_at_once_without_saving(tmp_path):
   assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
   assert "Stopped at step" not in out and "RESULT" not in out
   assert _group_gone(proc.pid), "Grain workers outlived the run"
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_final_evaluation_lets_it_finish_and_rows_say_what_they_average(
+    tmp_path):
+  # log_every 4 and a save at step 5: the logged rows average 4, 1 and 3 steps.
+  proc = _start(tmp_path, "train.num_steps=8", "train.log_every=4",
+                "checkpoint.every_steps=5", start_new_session=True,
+                env=moving_env(MOVING_EVAL_SLEEP="0.1"))
+  _wait_for_step(proc, tmp_path, 8)  # logged just before the final evaluation starts
+  os.killpg(proc.pid, signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  said = ("SIGINT during the final evaluation: training has finished, so the evaluation "
+          "runs to its end, then step 8 is saved and the run ends (Ctrl-C again exits at "
+          "once, without step 8")
+  assert out.count(said) == 1 and "saving a checkpoint after this step" not in out, out
+  assert "RESULT {'eval/top1'" in out, out
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [5, 8]
+  rows = [(r["step"], r["train/window_steps"]) for r in _records(tmp_path)
+          if "train/loss" in r]
+  assert rows == [(4, 4), (5, 1), (8, 3)]
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):

@@ -229,4 +229,5 @@ def test_a_failing_process_ends_every_process_within_seconds(tmp_path):
   assert all(p.returncode == 1 for p in procs), outs
   assert abs(ends[0] - ends[1]) < 10, (ends, outs)
   assert "RuntimeError: injected failure at step 3" in outs[1], outs[1][-3000:]
-  assert "process 1: RuntimeError: injected failure at step 3" in outs[0], outs[0][-3000:]
+  assert ("Process 0 stops (exit code 1) because process 1: RuntimeError: injected "
+          "failure at step 3\n  its second line: a.mp4") in outs[0], outs[0][-3000:]

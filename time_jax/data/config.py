@@ -52,7 +52,7 @@ def dataset_defaults() -> ml_collections.ConfigDict:
       num_classes=0,
       depth_max=0.0,       # depth scaled to [0, 255] by this maximum; 0 = per clip range
       missing_files="error",  # listed files that do not exist: 'error' | 'drop' (logged)
-      max_bad_fraction=0.01,  # stop when more than this fraction of files fail to decode
+      max_bad_fraction=0.01,  # stop when more files fail than this fraction (>= 1 file)
       tfds_name="",        # source 'tfds' / name 'tfds': the TFDS builder, e.g. 'ucf101'
       tfds_data_dir="",    # TFDS data_dir ('' = TFDS default)
       tfds_train_split="train",

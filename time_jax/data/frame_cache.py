@@ -18,7 +18,10 @@ A cache folder::
 ``splits.json``::
 
     {"class_names": [...], "train": N, "eval": M, "dataset": name, "split": split,
-     "short_side": int | null}
+     "short_side": int | null, "failed": {"train": [video, ...], "eval": [...]}}
+
+``train`` and ``eval`` count the input records, ``failed`` names those of them that did
+not decode (they are in the split indexes too).
 
 Layout of one split folder (``DIR/train``, ``DIR/eval``)::
 
@@ -365,15 +368,18 @@ def write_cache(splits: Splits, reader: ClipReader, out: str, *,
     split: the protocol's split, recorded in ``splits.json``.
 
   Returns:
-    The ``splits.json`` contents.
+    The ``splits.json`` contents (``failed``: the videos of each split that did not
+    decode, written as failed records).
   """
   os.makedirs(out, exist_ok=True)
+  failed = {}
   for name, records in (("train", splits.train), ("eval", splits.eval)):
     logging.info("Packing %d %s videos into %s.", len(records), name, out)
-    write_packed(records, reader, os.path.join(out, name), short_side=short_side)
+    index = write_packed(records, reader, os.path.join(out, name), short_side=short_side)
+    failed[name] = [f["video_id"] or f["path"] for f in index["failed"]]
   meta = {"class_names": list(splits.class_names), "train": len(splits.train),
           "eval": len(splits.eval), "dataset": dataset, "split": split,
-          "short_side": short_side}
+          "short_side": short_side, "failed": failed}
   # Written last: its presence marks a complete cache.
   with open(os.path.join(out, SPLITS_FILE), "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
@@ -555,6 +561,23 @@ class PackedReader:
     except RuntimeError as e:  # ArrayRecord checks each chunk's hash: damaged on disk
       raise DecodeError(f"{record.name}: its packed record in {path} does not decode "
                         f"({e})") from e
+
+  def known_bad(self, records: Sequence[Record]) -> dict[int, str]:
+    """``{position in records: error}`` of the records that failed to decode when they
+    were packed (from the split indexes; nothing is read)."""
+    failures: dict[str, dict[int, str]] = {}
+    out = {}
+    for position, record in enumerate(records):
+      split_dir, sep, num = record.path.rpartition("#")
+      if not sep or not num.isdigit():
+        continue
+      if split_dir not in failures:
+        failures[split_dir] = {  # the error without the path it starts with
+            f["record"]: f["error"].removeprefix(f"{f['path']}: ")
+            for f in self._index(split_dir)["failed"]}
+      if int(num) in failures[split_dir]:
+        out[position] = failures[split_dir][int(num)]
+    return out
 
   def read(self, record: Record, choose: Chooser) -> np.ndarray:
     """``[k, h, w, c]``: the frames ``choose(T)`` of a packed record.

@@ -26,32 +26,17 @@ import logging
 import os
 import sys
 
-from absl import flags
 import ml_collections
-from ml_collections import config_flags
 
 from time_jax import console
 from time_jax.data import config as data_config
 from time_jax.data import frame_cache
+from time_jax.data import pipeline
 from time_jax.data import sources
 
 
-def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
-  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
-
-  Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
-  and overrides mean exactly what they mean to ``python -m time_jax.main``.
-  """
-  path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {path!r} does not exist.")
-  argv = ["pack", f"--config={spec}", *overrides]
-  flag_values = flags.FlagValues()
-  # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=False, sys_argv=argv)
-  flag_values(argv)
-  return flag_values.config
+# A config as the command line gives it; its home is console (bench scripts import it here).
+load_config = console.load_config
 
 
 def pack(config: ml_collections.ConfigDict, out: str, *,
@@ -83,7 +68,8 @@ def pack(config: ml_collections.ConfigDict, out: str, *,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m time_jax.data.pack",
+                                   description=__doc__.split("\n\n")[0])
   parser.add_argument("--config", required=True,
                       help="a Python config file, optionally FILE:ARG; --config.x.y=v "
                       "overrides a field as for time_jax.main")
@@ -95,19 +81,43 @@ def main(argv=None) -> int:
   overrides = [a for a in rest if a.startswith("--config.")]
   if len(overrides) != len(rest):
     parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in overrides)}")
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  console.quiet_libraries()
+  console.cli_logging()
   with console.config_errors(["pack", f"--config={args.config}", *overrides]):
-    config = load_config(args.config, overrides)
+    config = console.load_config(args.config, overrides)
     config.get("mode")  # a config file that failed raises here
   try:
     meta = pack(config, args.out, short_side=args.short_side)
   except (ValueError, OSError) as e:  # bad config, protocol files, unwritable --out
     console.usage_error(str(e))
-  logging.info("Packed %d train and %d eval videos into %s. Train from it with "
-               "dataset.source='packed', dataset.packed_dir=%r.", meta["train"],
-               meta["eval"], args.out, args.out)
+  text, stops = summary(meta, args.out, config.dataset.max_bad_fraction)
+  logging.log(logging.WARNING if stops else logging.INFO, "%s", text)
   return 0
+
+
+def summary(meta: dict, out: str, max_bad_fraction: float) -> tuple[str, bool]:
+  """What `pack` wrote (``meta``: `frame_cache.write_cache`'s), in a few sentences:
+  the videos written of each split, those that failed and whether a run on the cache
+  with ``dataset.max_bad_fraction`` would stop at start because of them (the bool)."""
+  counts, notes, stops = [], [], False
+  for name in ("train", "eval"):
+    failed = meta["failed"][name]
+    counts.append(f"{meta[name] - len(failed)} of {meta[name]} {name}" if failed
+                  else f"{meta[name]} {name}")
+    if failed:
+      shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
+                                       else "")
+      allowed = pipeline.allowed_bad_files(max_bad_fraction, meta[name])
+      stops = stops or len(failed) > allowed
+      fate = (f"a run on it stops at start: more than dataset.max_bad_fraction="
+              f"{max_bad_fraction:g} allows ({allowed}); fix or remove them, or raise it"
+              if len(failed) > allowed else
+              "a run on it reports them as bad files" + (
+                  " and replaces them" if name == "train" else " and leaves them out"))
+      notes.append(f"{len(failed)} {name} video{'s' if len(failed) > 1 else ''} did not "
+                   f"decode ({shown}): {fate}.")
+  return (f"Packed {counts[0]} and {counts[1]} videos into {out}. " + " ".join(notes) +
+          f"{' ' if notes else ''}Train from it with dataset.source='packed', "
+          f"dataset.packed_dir={out!r}."), stops
 
 
 if __name__ == "__main__":

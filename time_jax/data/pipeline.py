@@ -50,8 +50,13 @@ the view keeps its ``index`` and becomes ``valid=False``, so evaluation leaves i
 and reports the video (`time_jax.train.metrics.ViewTally`: excluded when none of its
 views decoded). Each bad file is logged once with its path (its error on the worker)
 and counted by ``info.monitor`` (this process's share, since it was built); when more
-than ``dataset.max_bad_fraction`` of the records have failed the iterator raises
-`TooManyBadFiles` naming the first ones.
+of them have failed than ``dataset.max_bad_fraction`` allows (`allowed_bad_files`: that
+fraction of the split, rounded down, but at least one) the iterator raises
+`TooManyBadFiles` naming them. Files the reader knows to be bad without reading them
+(the packed cache's ``known_bad``: those that failed when packed) count from the start:
+too many stop `build` itself, before a run compiles anything. Messages name packed
+records by their original video (`display_name`). A batch larger than the split is
+`InputError`, also from `build`.
 
 ``info`` (`PipelineInfo`): ``num_classes``, ``class_names``, ``num_examples`` (records
 of the split, all processes), ``num_views`` (train: ``repeats``; eval: clips × crops),
@@ -67,6 +72,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import signal
 import threading
 from typing import Any, Sequence
@@ -87,8 +93,33 @@ _FAILED_KEY = "_failed"  # per-element record indices that failed; popped by the
 _logged_here: set[str] = set()  # files whose error this process has logged
 
 
-class TooManyBadFiles(RuntimeError):
-  """More than ``dataset.max_bad_fraction`` of the files could not be decoded."""
+class InputError(ValueError):
+  """The data cannot give what the config asks (a batch larger than the split, too
+  many files that do not decode): a mistake the user fixes, said in one line."""
+
+
+class TooManyBadFiles(InputError, RuntimeError):
+  """More files of a split failed to decode than ``dataset.max_bad_fraction`` allows
+  (`allowed_bad_files`)."""
+
+
+def allowed_bad_files(max_fraction: float, num_files: int) -> int:
+  """How many of ``num_files`` may fail to decode before a run stops.
+
+  ``max_fraction`` of them, rounded down, but at least one unless it is 0: a set of
+  fewer than ``1 / max_fraction`` clips does not stop at its first bad file.
+  """
+  allowed = math.floor(max_fraction * num_files + 1e-9)
+  return max(allowed, 1) if max_fraction > 0 else 0
+
+
+def display_name(record: Record) -> str:
+  """What messages call a record: its path, or for the packed cache (whose paths are
+  ``<split_dir>#<i>``) the original video, with where the pack holds it."""
+  split_dir, sep, num = record.path.rpartition("#")
+  if sep and num.isdigit() and record.video_id and os.path.isdir(split_dir):
+    return f"{record.video_id} (packed as {record.path})"
+  return record.path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +209,7 @@ class _ViewFrames:
 def _log_once(record: Record, err: Exception) -> None:
   if record.path not in _logged_here:
     _logged_here.add(record.path)
-    logging.info("Could not decode %s: %s", record.path, err)
+    logging.info("Could not decode %s: %s", display_name(record), err)
 
 
 class TrainElement:
@@ -212,7 +243,7 @@ class TrainElement:
         if attempt == s.max_retries:
           raise TooManyBadFiles(
               f"{s.max_retries + 1} records in a row failed to decode, the last "
-              f"{record.path!r}: {e}. Check the data (dataset.root / source).") from e
+              f"{display_name(record)!r}: {e}. Check the data (dataset.root / source).") from e
         failed[attempt] = idx
         idx = int(rng.integers(len(self.records)))
     frames = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
@@ -331,14 +362,50 @@ class BadFileMonitor:
   new process (they are not part of the iterator state). An evaluation's own counts,
   over all processes, come from the gathered ``index`` / ``valid`` of its batches
   (`time_jax.train.metrics.ViewTally`).
+
+  Files known to be bad before reading (``known_bad``: the packed cache lists the videos
+  that failed when packed) count from the start, so too many of them stop the run when
+  the pipeline is built, before anything compiles.
+
+  Raises:
+    TooManyBadFiles: more bad files than `allowed_bad_files` (one message naming them).
   """
 
-  def __init__(self, records: Sequence[Record], max_fraction: float, split: str):
-    self.paths = [r.path for r in records]
-    self.max_bad = max_fraction * len(records)
+  def __init__(self, records: Sequence[Record], max_fraction: float, split: str,
+               known_bad: dict[int, str] | None = None):
+    self.records = list(records)  # named (`display_name`) only when one fails
+    self.max_fraction = float(max_fraction)
+    self.max_bad = allowed_bad_files(max_fraction, len(records))
     self.split = split
     self.bad: dict[int, int] = {}  # record index -> times seen, in first-seen order
+    self.reasons: dict[int, str] = {}  # record index -> why, where known
     self.replaced = 0  # failed elements: replaced in training, left out in eval
+    if known_bad:
+      self.reasons.update(known_bad)
+      self.bad.update({i: 0 for i in sorted(known_bad)})
+      self._check()
+      logging.warning("%s input: %d of %d files failed to decode when packed and are %s: "
+                      "%s.", split, len(known_bad), len(records), self._fate(),
+                      self._list(sorted(known_bad)))
+
+  def _fate(self) -> str:
+    return ("replaced by others" if self.split == "train"
+            else "left out of the evaluation (valid=False)")
+
+  def _list(self, indices: Sequence[int], show: int = 10) -> str:
+    named = [display_name(self.records[i]) + (
+        f": {self.reasons[i].rstrip('.')}" if i in self.reasons else "")
+             for i in indices[:show]]
+    more = f" and {len(indices) - show} more" if len(indices) > show else ""
+    return "; ".join(named) + more
+
+  def _check(self) -> None:
+    if len(self.bad) > self.max_bad:
+      raise TooManyBadFiles(
+          f"{len(self.bad)} of {len(self.records)} {self.split} files failed to decode, "
+          f"more than dataset.max_bad_fraction={self.max_fraction:g} allows "
+          f"({self.max_bad}): {self._list(list(self.bad))}. Fix or remove them, or "
+          "raise dataset.max_bad_fraction.")
 
   def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     batch = dict(batch)
@@ -347,16 +414,11 @@ class BadFileMonitor:
       self.replaced += 1
       if idx not in self.bad:
         logging.warning("%s input: cannot decode %s (bad file %d; it is %s).",
-                        self.split, self.paths[idx], len(self.bad) + 1,
+                        self.split, display_name(self.records[idx]), len(self.bad) + 1,
                         "replaced" if self.split == "train"
                         else "marked valid=False and left out of the evaluation")
       self.bad[idx] = self.bad.get(idx, 0) + 1
-    if len(self.bad) > self.max_bad:
-      first = "\n  ".join(self.paths[i] for i in list(self.bad)[:10])
-      raise TooManyBadFiles(
-          f"{len(self.bad)} of {len(self.paths)} {self.split} files failed to decode, "
-          f"more than dataset.max_bad_fraction={self.max_bad / max(len(self.paths), 1):g}"
-          f". First ones:\n  {first}\nFix or remove them (or raise the fraction).")
+    self._check()
     return batch
 
   def metrics(self) -> dict[str, int]:
@@ -434,16 +496,17 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
   spec = _spec(config)
   records = splits.train if split == "train" else splits.eval
   if not records:
-    raise ValueError(f"pipeline.build: the {split} split has no records; check "
-                     "config.dataset.")
+    raise InputError(f"the {split} split has no videos; check config.dataset.")
   pi, pc = _shard_info()
   global_b = config.input.batch_size if split == "train" else config.input.eval_batch_size
   if global_b % pc:
-    raise ValueError(f"config.input.{'batch_size' if split == 'train' else 'eval_batch_size'}"
+    raise InputError(f"config.input.{'batch_size' if split == 'train' else 'eval_batch_size'}"
                      f"={global_b} is not a multiple of the process count {pc}.")
   local_b = global_b // pc
   read_opts, mp_opts = _iter_options(config)
-  monitor = BadFileMonitor(records, config.dataset.max_bad_fraction, split)
+  known_bad = getattr(reader, "known_bad", None)  # the packed cache knows its failures
+  monitor = BadFileMonitor(records, config.dataset.max_bad_fraction, split,
+                           known_bad=known_bad(records) if known_bad else None)
   num_classes = config.dataset.num_classes or len(splits.class_names)
 
   if split == "train":
@@ -451,13 +514,16 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     host_seed = int(np.random.SeedSequence([seed, pi]).generate_state(1)[0])
     k = spec.repeats
     if local_b % k:
-      raise ValueError(f"config.input.batch_size={global_b}: the batch of a process "
+      raise InputError(f"config.input.batch_size={global_b}: the batch of a process "
                        f"({local_b} clips) is not a multiple of input.repeats={k}.")
     ds = grain.MapDataset.range(len(records))[pi::pc]
     if len(ds) < local_b // k:
-      raise ValueError(f"config.input.batch_size={global_b}: a process's shard has "
-                       f"{len(ds)} train records, fewer than the {local_b // k} videos "
-                       "of its batch.")
+      views = f" ({k} views each, input.repeats)" if k > 1 else ""
+      where = (f"the train split has {len(ds)}" if pc == 1 else
+               f"each of the {pc} processes reads {len(ds)} of the {len(records)}")
+      raise InputError(f"config.input.batch_size={global_b}: {where} videos, fewer than "
+                       f"the {local_b // k} a batch{' of a process' if pc > 1 else ''} "
+                       f"takes{views}; lower input.batch_size.")
     ds = ds.seed(host_seed).shuffle().repeat(None)
     ds = ds.random_map(TrainElement(records, reader, spec))
     # Elements hold k views of one video: batch local_b / k of them, then flatten.

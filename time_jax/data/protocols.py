@@ -129,7 +129,8 @@ def _numbered_lines(path: str, what: str) -> list[tuple[int, str]]:
     raise ProtocolError(f"{what}: no file given; set it in the config.")
   if not os.path.isfile(path):
     raise ProtocolError(f"{what}: {path!r} does not exist; check the path in the config.")
-  with open(path, encoding="utf-8") as f:
+  # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the first path.
+  with open(path, encoding="utf-8-sig") as f:
     lines = [(n, ln.strip()) for n, ln in enumerate(f, 1)]
   return [(n, ln) for n, ln in lines if ln and not ln.startswith("#")]
 
@@ -184,9 +185,11 @@ def _parse_lines(path: str, root: str, *, label_base: int = 0,
           f"({form}), got {line!r}.")
     label -= label_base
     if label < 0:
+      fix = (f"the file's labels look 0-based: set dataset.label_base=0" if label_base
+             else "labels are class indices from 0 (from 1 with dataset.label_base=1)")
       raise ProtocolError(
           f"{path}:{lineno}: label {label + label_base} is below dataset.label_base="
-          f"{label_base}; labels must be 0-based (or set label_base=1).")
+          f"{label_base}; {fix}.")
     if strip_extension:
       rel = _strip_video_ext(rel)
     out.append((Record(_root_join(root, rel), label, num_frames, rel),

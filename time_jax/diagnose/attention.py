@@ -150,7 +150,7 @@ def _frame_maps(maps: np.ndarray, frames: int) -> list[np.ndarray]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", required=True, help="ViT / VideoMAE workdir or folder")
-  p.add_argument("--video", required=True, help="a video file")
+  p.add_argument("--video", required=True, help="a video file or frame folder")
   p.add_argument("--n", type=int, default=None, help="override the checkpoint's TIME N")
   p.add_argument("--out", required=True, help="output folder")
 

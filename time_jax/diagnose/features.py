@@ -1,4 +1,4 @@
-"""ResNet feature maps at named layers for a video's TIME frames.
+r"""ResNet feature maps at named layers for a video's TIME frames.
 
   python -m time_jax.diagnose features --checkpoint CKPT --video FILE \
       --layers conv1,layer1.0.conv1,layer4.2 --out DIR
@@ -102,7 +102,7 @@ def top_channels(fmap: np.ndarray, k: int) -> np.ndarray:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", required=True, help="ResNet workdir or ported folder")
-  p.add_argument("--video", required=True, help="a video file")
+  p.add_argument("--video", required=True, help="a video file or frame folder")
   p.add_argument("--layers", default=DEFAULT_LAYERS, help="comma-separated torchvision names")
   p.add_argument("--channels", type=int, default=8, help="channels drawn per layer")
   p.add_argument("--n", type=int, default=None, help="override the checkpoint's TIME N")
@@ -115,8 +115,14 @@ def run(args: argparse.Namespace) -> str:
   for name in layers:
     module_path(name)
   ckpt = checkpoints.load(args.checkpoint, n=args.n)
-  if ckpt.is_pretrainer:
-    raise ValueError(f"{ckpt.path} holds {ckpt.model_name!r}; features needs a ResNet.")
+  if not ckpt.model_name.startswith("resnet"):
+    family = ("a VideoMAE masked autoencoder" if ckpt.is_pretrainer else
+              "a VideoMAE" if ckpt.model_name.startswith("videomae") else "a ViT")
+    tools = ("`reconstruct` (its masked-input reconstructions)" if ckpt.is_pretrainer
+             else "`attention` (its attention maps, layer by layer)")
+    raise ValueError(
+        f"{ckpt.path} holds {ckpt.model_name!r}, {family}: features draws the "
+        f"convolution feature maps of a ResNet (resnet50); for this model use {tools}.")
   x = inputs.model_input(inputs.read_views(args.video, ckpt.config), ckpt.config)
   maps = feature_maps(ckpt.build_model(), ckpt.variables, x, layers)
   frames = inputs.to_uint8(np.asarray(x[0]), ckpt.config)

@@ -39,7 +39,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], path: str, *,
   ``[h, w]`` (drawn with ``cmap``); rows may differ in length."""
   nr = len(rows)
   nc = max(len(r) for r in rows)
-  fig, axes = plt.subplots(nr, nc, figsize=(cell * nc + 1.2, cell * nr + 0.6), squeeze=False)
+  # Wide enough for the title's longest word (a video's name) at 9 pt; wrapped at spaces.
+  width = max(cell * nc + 1.2, 0.08 * max((len(w) for w in title.split()), default=0))
+  fig, axes = plt.subplots(nr, nc, figsize=(width, cell * nr + 0.6), squeeze=False)
   for r in range(nr):
     for c in range(nc):
       ax = axes[r][c]
@@ -55,7 +57,7 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], path: str, *,
       if r == 0 and c < len(col_labels):
         ax.set_title(col_labels[c], fontsize=7)
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, wrap=True)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

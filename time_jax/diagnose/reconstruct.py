@@ -1,4 +1,4 @@
-"""VideoMAE reconstructions of a video's TIME frames at several masking ratios.
+r"""VideoMAE reconstructions of a video's TIME frames at several masking ratios.
 
   python -m time_jax.diagnose reconstruct --checkpoint CKPT --video FILE \
       --mask-ratios 0.5,0.75,0.9 --out DIR
@@ -77,7 +77,7 @@ def reconstruct(ckpt: checkpoints.Checkpoint, cells: np.ndarray, ratios: list[fl
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", required=True, help="VideoMAE pretraining workdir or folder")
-  p.add_argument("--video", required=True, help="a video file")
+  p.add_argument("--video", required=True, help="a video file or frame folder")
   p.add_argument("--mask-ratios", default="0.5,0.75,0.9", help="comma-separated, in (0, 1)")
   p.add_argument("--seed", type=int, default=0, help="seed of the tube masks")
   p.add_argument("--n", type=int, default=None, help="override the checkpoint's TIME N")

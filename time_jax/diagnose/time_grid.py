@@ -27,7 +27,6 @@ import numpy as np
 from time_jax import checkpoints
 from time_jax import config as config_lib
 from time_jax import time_layer
-from time_jax.data import video as video_lib
 from time_jax.diagnose import inputs
 from time_jax.diagnose import plots
 
@@ -60,7 +59,7 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--video", required=True, help="a video file")
+  p.add_argument("--video", required=True, help="a video file or frame folder")
   p.add_argument("--checkpoint", default=None,
                  help="a training workdir: N, T*, arrangement and size default to its "
                  "config's, the clips the model saw")
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> str:
   """The CLI tool; returns a one-line summary."""
   config, ns, arrangements = _settings(args)
   t_out, size = int(config.time.t_out), int(config.image_size)
-  total = video_lib.num_frames(args.video)
+  total = inputs.num_frames(args.video)
   rows, labels, table = [], [], []
   for n in ns:
     config.time.n = n

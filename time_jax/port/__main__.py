@@ -41,6 +41,7 @@ import shutil
 import sys
 import tempfile
 
+from time_jax import console
 from time_jax import models
 from time_jax.port import common
 from time_jax.port import compare
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace, **overrides) -> int:
 
 
 def main(argv=None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  console.cli_logging()
   return run(parse_args(sys.argv[1:] if argv is None else argv))
 
 

@@ -78,9 +78,12 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class _Preemption:
   """Set by SIGTERM or a first SIGINT (Ctrl-C); the loop saves and returns at the next
   step boundary. A second SIGINT exits at once with status 130 (128 + SIGINT) without
-  saving, after killing this process's Grain workers."""
+  saving, after killing this process's Grain workers. During the final evaluation
+  (``final_step`` set) training is over: a first signal only says that the evaluation
+  finishes and the run then ends as usual."""
   requested: bool = False
   previous: dict = dataclasses.field(default_factory=dict)
+  final_step: int | None = None  # set while the final evaluation runs
 
   def install(self) -> None:
     """Handles `_STOP_SIGNALS` until `uninstall` (main thread only)."""
@@ -103,7 +106,14 @@ class _Preemption:
       for child in multiprocessing.active_children():  # Grain workers
         child.kill()
       os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
-    if first:
+    if first and self.final_step is not None:  # training is over: nothing to stop
+      logging.warning("%s during the final evaluation: training has finished, so the "
+                      "evaluation runs to its end, then step %d is saved and the run "
+                      "ends%s.", name, self.final_step,
+                      " (Ctrl-C again exits at once, without step %d: the same command "
+                      "then trains it again and evaluates)" % self.final_step
+                      if signum == signal.SIGINT else "")
+    elif first:
       logging.warning("%s: saving a checkpoint after this step and stopping%s.", name,
                       " (Ctrl-C again exits at once without saving)"
                       if signum == signal.SIGINT else "")
@@ -319,6 +329,9 @@ class Trainer:
       out["train/clips_per_sec"] = rate * self.config.input.batch_size
       out["train/eta_minutes"] = (self.total_steps - step) / rate / 60
     out["train/epoch"] = step / self.steps_per_epoch
+    # What the row averages: fewer than train.log_every steps after a resume, a save or
+    # an evaluation between logging steps.
+    out["train/window_steps"] = len(fetched)
     out.update(self.train_info.monitor.metrics())
     self.writer.scalars(step, out, log=False)
     self.progress.report(step, out)
@@ -344,7 +357,8 @@ class Trainer:
       logging.info("%s %s: step %d to %d (%d steps/epoch); step %d compiles first.",
                    "Resuming" if step else "Training", config.mode, first,
                    self.total_steps, self.steps_per_epoch, first)
-    self.progress = console.Progress(self.total_steps, enabled=jax.process_index() == 0)
+    self.progress = console.Progress(self.total_steps, enabled=jax.process_index() == 0,
+                                     log_every=config.train.log_every)
     base_rng = jax.device_get(self.state.rng)  # the state (and its rng) is donated
     preempt = _Preemption()
     preempt.install()
@@ -383,6 +397,7 @@ class Trainer:
           return {"preempted_at": step}
       self.progress.close()
       if t.eval_at_end:
+        preempt.final_step = step
         last_eval = self.evaluate(step, final=True)
         if self.ckpt.latest_step() != step:
           self.ckpt.save(step, self.state, train_iter, score=self.task.score(last_eval))
