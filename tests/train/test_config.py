@@ -72,9 +72,10 @@ def test_shipped_configs_build():
   pre, fine = mod.get_config("pretrain"), mod.get_config("finetune")
   assert pre.mode == "pretrain" and pre.model.name == "videomae_b_pretrain"
   assert (pre.optimizer.b2, fine.optimizer.b2) == (0.95, 0.999)
-  # The paper's UCF101 settings: batch 128, 3200 pretraining epochs with 40 warmup
-  # (counted in views: visits x repeats), 100 fine-tuning epochs at base lr 5e-4, N = 2.
-  assert pre.input.batch_size == fine.input.batch_size == 128
+  # The paper's UCF101 settings: batch 128 (fine-tuning: 128 videos, 256 views;
+  # pretraining: 128 clips), 3200 pretraining epochs with 40 warmup (counted in views:
+  # visits x repeats), 100 fine-tuning epochs at base lr 5e-4, N = 2.
+  assert pre.input.batch_size == fine.input.batch_size // fine.input.repeats == 128
   k = pre.input.repeats
   assert (pre.train.num_epochs * k, pre.optimizer.warmup_epochs * k) == (3200, 40)
   assert (fine.train.num_epochs, fine.optimizer.base_lr, fine.time.n) == (100, 5e-4, 2)

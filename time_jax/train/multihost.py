@@ -71,7 +71,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     return False
   # A lost process leaves the live set instead of aborting every other process from
   # C++; `run_or_exit`'s watcher names it and ends the job.
-  jax.config.update("jax_enable_recoverability", True)
+  try:
+    jax.config.update("jax_enable_recoverability", True)
+  except AttributeError:  # a JAX without it: a lost process aborts the others in C++
+    logging.warning("This JAX has no jax_enable_recoverability: a process that dies "
+                    "without a word ends the others with a native abort (exit 134).")
   if explicit:
     jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
   else:
