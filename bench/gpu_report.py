@@ -92,6 +92,7 @@ from time_jax.data import pack
 from time_jax.data import pipeline
 from time_jax.data import scenes
 from time_jax.models import ops
+from time_jax.train import loop
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import end_to_end
@@ -145,7 +146,7 @@ def family_config(family: str, small: bool) -> ml_collections.ConfigDict:
   devices (data parallel), without its ``init_from`` (the step's speed does not depend
   on the weights); ``small``: a tiny model (`train_step.shrink`) and batches."""
   path, _ = FAMILIES[family]
-  config = pack.load_config(os.path.join(ROOT, path))
+  config = console.load_config(os.path.join(ROOT, path))
   config.mesh.update(data=-1, fsdp=1, model=1)
   config.checkpoint.update(init_from="", init_required=False)
   if small:
@@ -169,15 +170,14 @@ def recipe_schedule(config: ml_collections.ConfigDict, num_train: int,
   """The training loop's step and view counts of ``config`` on ``num_train`` /
   ``num_test`` videos, one process.
 
-  As `time_jax.data.pipeline.build` (``steps_per_epoch = repeats · videos // batch``;
-  eval batches padded to full) and `time_jax.train.loop` (``num_steps``, else
-  ``ceil(num_epochs · steps_per_epoch)``; an evaluation every ``eval_every`` steps
-  before the last, and one at the end with ``eval_at_end``) count them.
+  With `time_jax.data.pipeline.train_steps_per_epoch` and `time_jax.train.loop.total_steps`;
+  as the loop counts them, an evaluation every ``eval_every`` steps before the last,
+  and one at the end with ``eval_at_end``; eval batches padded to full.
   """
   i, t = config.input, config.train
-  steps_per_epoch = max(1, i.repeats * num_train // i.batch_size)
-  total = int(t.num_steps) if t.num_steps > 0 else max(
-      1, math.ceil(t.num_epochs * steps_per_epoch))
+  steps_per_epoch = max(1, pipeline.train_steps_per_epoch(num_train, i.repeats,
+                                                          i.batch_size))
+  total = loop.total_steps(config, steps_per_epoch)
   evals = ((total - 1) // t.eval_every if t.eval_every else 0) + int(bool(t.eval_at_end))
   eval_views = num_test * i.eval_clips * i.eval_crops
   padded = math.ceil(eval_views / i.eval_batch_size) * i.eval_batch_size

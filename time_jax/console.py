@@ -145,24 +145,34 @@ def config_errors(argv: Sequence[str], config_flag: str = "config"):
     usage_error(f"--{config_flag}={spec}: {cause[-1].strip() if cause else e}")
 
 
-def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
-  """The config of ``spec`` (``FILE`` or ``FILE:ARG``) with ``--config.x=v`` overrides.
+def load_config(spec: str | None, overrides=(),
+                default: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The config of ``spec`` (``FILE`` or ``FILE:ARG``; None: a copy of ``default``) with
+  ``--config.x=v`` overrides.
 
   Uses ml_collections' ``config_flags`` on a private flag set, so the config argument
   and overrides mean exactly what they mean to ``python -m time_jax.main`` (the tools
-  that build a run's config without running it: pack, sweep). Wrap it in
+  that build a run's config without running it: pack, sweep, extract). Wrap it in
   `config_errors` for one-line mistakes.
   """
-  path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config {path!r} does not exist.")
-  argv = ["load_config", f"--config={spec}", *overrides]
+  argv = ["load_config"] + ([f"--config={spec}"] if spec else []) + list(overrides)
   flag_values = flags.FlagValues()
   # sys_argv: the flag finds its overrides in this list rather than in sys.argv.
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=False, sys_argv=argv)
+  if spec:
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"--config {path!r} does not exist.")
+    config_flags.DEFINE_config_file("config", None, "config file",
+                                    flag_values=flag_values, lock_config=False,
+                                    sys_argv=argv)
+  else:
+    config_flags.DEFINE_config_dict("config", default.copy_and_resolve_references(),
+                                    "config", flag_values=flag_values,
+                                    lock_config=False, sys_argv=argv)
   flag_values(argv)
-  return flag_values.config
+  config = flag_values.config
+  config.get("mode")  # a config file that failed raises here
+  return config
 
 
 def parse_flags(argv: list[str], config_flag: str = "config") -> list[str]:
@@ -303,9 +313,21 @@ class _AboveTheBar(logging.Handler):
     self.inner.emit(record)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+  """``H:MM:SS`` (an ETA)."""
   seconds = int(round(seconds))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def bar(stream, **kwargs) -> tqdm.tqdm:
+  """A tqdm bar on ``stream`` (a terminal); ``kwargs`` are tqdm's. A pseudo-terminal
+  that reports no size gets a 100-column bar (tqdm would draw nothing at 0 columns)."""
+  try:
+    sized = os.get_terminal_size(stream.fileno()).columns > 0
+  except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    sized = False
+  return tqdm.tqdm(file=stream, dynamic_ncols=sized, ncols=None if sized else 100,
+                   nrows=None if sized else 24, **kwargs)
 
 
 class Progress:
@@ -341,13 +363,8 @@ class Progress:
     """The first step of this run has finished (compiled and ran) at ``step``."""
     if not self.live or self._bar is not None:
       return
-    try:  # a pseudo-terminal without a size reports 0 columns: tqdm would draw nothing
-      sized = os.get_terminal_size(self.stream.fileno()).columns > 0
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-      sized = False
-    self._bar = tqdm.tqdm(total=self.total, initial=step, file=self.stream, desc="train",
-                          unit="step", dynamic_ncols=sized, ncols=None if sized else 100,
-                          nrows=None if sized else 24, leave=True)
+    self._bar = bar(self.stream, total=self.total, initial=step, desc="train",
+                    unit="step", leave=True)
     root = logging.getLogger()
     self._handlers = list(root.handlers)
     root.handlers = [_AboveTheBar(h, self.stream) for h in self._handlers]
@@ -381,7 +398,7 @@ class Progress:
     if clips is not None:
       parts.append(f"{clips:.1f} clips/s")
     if eta is not None:
-      parts.append(f"ETA {_duration(60 * eta)}")
+      parts.append(f"ETA {duration(60 * eta)}")
     logging.info("%s", " | ".join(parts))
 
   def close(self) -> None:

@@ -81,9 +81,7 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
-import tqdm
 
 from time_jax import checkpoints
 from time_jax import console
@@ -290,8 +288,8 @@ class Extractor:
         x = views.features
       elif name == "logits":
         x = views.logits
-      else:  # each view's softmax: merge_views of one view
-        x = np.stack([metrics.merge_views(l[None], self.merge) for l in views.logits])
+      else:  # each view's probabilities
+        x = metrics.softmax(views.logits)
       x = x.astype(np.float32)
       if per_view:
         out[name] = np.where(valid[:, None], x, np.nan).astype(np.float32)
@@ -577,31 +575,23 @@ class _Progress:
     self.bar = None
     self.start = self.last = time.monotonic()
 
-  def _open_bar(self) -> None:
-    try:  # a pseudo-terminal without a size reports 0 columns: tqdm would draw nothing
-      sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
-    except (OSError, ValueError):
-      sized = False
-    self.bar = tqdm.tqdm(total=self.total, unit=self.unit, desc="extract",
-                         file=sys.stderr, dynamic_ncols=sized,
-                         ncols=None if sized else 100, nrows=None if sized else 24)
-
   def update(self, count: int) -> None:
     if not count:
       return
     self.done += count
     if self.live:
       if self.bar is None:
-        self._open_bar()
+        self.bar = console.bar(sys.stderr, total=self.total, unit=self.unit,
+                               desc="extract")
       self.bar.update(count)
     elif self.log and (time.monotonic() - self.last > LOG_EVERY_S or
                        self.done == self.total):
       self.last = time.monotonic()
       rate = self.done / max(self.last - self.start, 1e-9)
       eta = (self.total - self.done) / max(rate, 1e-9)
-      logging.info("extract: %d/%d %ss | %.1f %ss/s (%.1f clips/s) | ETA %d:%02d:%02d",
+      logging.info("extract: %d/%d %ss | %.1f %ss/s (%.1f clips/s) | ETA %s",
                    self.done, self.total, self.unit, rate, self.unit, rate * self.views,
-                   eta // 3600, eta // 60 % 60, eta % 60)
+                   console.duration(eta))
 
   def close(self) -> None:
     if self.bar is not None:
@@ -800,25 +790,6 @@ def timelines(predictor: predict.Predictor, videos: Sequence[str], *, every: flo
 # The command line.
 # ----------------------------------------------------------------------------------
 
-def _config_from_flags(spec: str | None, overrides: Sequence[str],
-                       default: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``--config FILE[:ARG]`` (or ``default``) with its ``--config.*`` overrides, parsed
-  as `time_jax.main` parses them; a mistake is `console.usage_error`."""
-  argv = ["extract"] + (["--config", spec] if spec else []) + list(overrides)
-  values = flags.FlagValues()
-  if spec:
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values,
-                                    lock_config=False, sys_argv=argv)
-  else:
-    config_flags.DEFINE_config_dict("config", default.copy_and_resolve_references(), "",
-                                    flag_values=values, lock_config=False, sys_argv=argv)
-  with console.config_errors(argv):
-    values(argv)
-    config = values["config"].value
-    config.get("mode")  # a config file that failed raises here
-  return config
-
-
 def _split_overrides(rest: Sequence[str]) -> tuple[list[str], list[str]]:
   """``(--config.* overrides, anything else)`` among argparse's leftovers."""
   overrides, stray, i = [], [], 0
@@ -900,7 +871,9 @@ def _run(args, overrides: Sequence[str]) -> Summary:
   if args.every is None and (args.window is not None or args.fps is not None):
     console.usage_error("--window and --fps are for window mode (--every SECONDS).")
   ckpt = checkpoints.load(args.checkpoint, ema=args.ema)
-  config = _config_from_flags(args.config, overrides, ckpt.config)
+  argv = ["extract"] + (["--config", args.config] if args.config else []) + list(overrides)
+  with console.config_errors(argv):  # as time_jax.main parses them: one-line mistakes
+    config = console.load_config(args.config, overrides, default=ckpt.config)
   if args.videos:
     records, label_names = video_records(args.videos), []
     config.dataset.source = "video"

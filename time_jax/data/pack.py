@@ -35,10 +35,6 @@ from time_jax.data import pipeline
 from time_jax.data import sources
 
 
-# A config as the command line gives it; its home is console (bench scripts import it here).
-load_config = console.load_config
-
-
 def pack(config: ml_collections.ConfigDict, out: str, *,
          short_side: int | None = None) -> dict:
   """Writes the packed cache of both splits of ``config`` to ``out``.
@@ -84,7 +80,6 @@ def main(argv=None) -> int:
   console.cli_logging()
   with console.config_errors(["pack", f"--config={args.config}", *overrides]):
     config = console.load_config(args.config, overrides)
-    config.get("mode")  # a config file that failed raises here
   try:
     meta = pack(config, args.out, short_side=args.short_side)
   except (ValueError, OSError) as e:  # bad config, protocol files, unwritable --out

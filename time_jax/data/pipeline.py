@@ -113,6 +113,12 @@ def allowed_bad_files(max_fraction: float, num_files: int) -> int:
   return max(allowed, 1) if max_fraction > 0 else 0
 
 
+def train_steps_per_epoch(num_videos: int, repeats: int, batch_size: int) -> int:
+  """Training steps of one epoch, a visit of every video as ``repeats`` views:
+  ``repeats · num_videos // batch_size`` (batches never hold a partial epoch tail)."""
+  return num_videos * repeats // batch_size
+
+
 def display_name(record: Record) -> str:
   """What messages call a record: its path, or for the packed cache (whose paths are
   ``<split_dir>#<i>``) the original video, with where the pack holds it."""
@@ -248,6 +254,8 @@ class TrainElement:
         idx = int(rng.integers(len(self.records)))
     frames = transforms.to_uint8(frames, depth=s.depth, depth_max=s.depth_max)
     out = np.empty((s.repeats, *s.frames_shape), np.uint8)
+    windowed = self.augment is not None and s.randaugment_on == "frames_window"
+    rgb = transforms.to_rgb(frames) if windowed else None  # once for every view
     for v in range(s.repeats):
       positions = choose.positions(v)
       clip = frames
@@ -257,14 +265,13 @@ class TrainElement:
         positions = None
       # 'frames_window': the same draws (ops, then the view), computed only where the
       # view samples (RandAugment.apply_view).
-      ops = (self.augment.draw(rng) if self.augment is not None
-             and s.randaugment_on == "frames_window" else None)
+      ops = self.augment.draw(rng) if windowed else None
       view = transforms.train_view(
           rng, frames.shape[1], frames.shape[2], scale=s.scale, ratio=s.ratio,
           flip=s.flip, rotation=s.rotation, crop_mode=s.crop_mode, out_size=s.cell,
           scales=s.multiscale_scales, max_distort=s.multiscale_max_distort)
       if ops is not None:
-        self.augment.apply_view(transforms.to_rgb(frames), ops, view, s.cell,
+        self.augment.apply_view(rgb, ops, view, s.cell,
                                 indices=positions, out=out[v])
       else:
         transforms.prepare(clip, view, s.cell, indices=positions, out=out[v])
@@ -529,7 +536,7 @@ def build(config: ml_collections.ConfigDict, split: str, *, seed: int | None = N
     # Elements hold k views of one video: batch local_b / k of them, then flatten.
     ds = ds.batch(local_b // k, drop_remainder=True).map(_views_to_batch)
     # An epoch passes over every video once, as k views each.
-    num_views, steps = k, len(records) * k // global_b
+    num_views, steps = k, train_steps_per_epoch(len(records), k, global_b)
   else:
     num_views = spec.clips * spec.crops
     per_process = math.ceil(len(records) * num_views / pc)

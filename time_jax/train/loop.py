@@ -134,7 +134,9 @@ class _Preemption:
     return step % every == 0 and multihost.on_any_process(self.requested)
 
 
-def _total_steps(config, steps_per_epoch: int) -> int:
+def total_steps(config, steps_per_epoch: int) -> int:
+  """The step a run of ``config`` ends at: ``train.num_steps``, else
+  ``ceil(num_epochs · steps_per_epoch)``."""
   if config.train.num_steps > 0:
     return int(config.train.num_steps)
   return max(1, int(math.ceil(config.train.num_epochs * steps_per_epoch)))
@@ -205,7 +207,7 @@ class Trainer:
     self.model = models.from_config(config, self.num_classes)
     self.task = tasks.for_config(config, self.model, self.num_classes)
     self.steps_per_epoch = max(1, self.train_info.steps_per_epoch)
-    self.total_steps = _total_steps(config, self.steps_per_epoch)
+    self.total_steps = total_steps(config, self.steps_per_epoch)
     self.schedule = optimizer_lib.schedule(config, self.steps_per_epoch, self.total_steps)
 
     # Shardings are explicit (jit in/out shardings); no mesh context is needed.

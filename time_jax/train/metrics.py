@@ -70,7 +70,8 @@ class ViewTally:
 MERGES = ("logits", "softmax")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """float64 softmax over the last axis."""
   z = np.asarray(logits, np.float64)
   z = np.exp(z - z.max(-1, keepdims=True))
   return z / z.sum(-1, keepdims=True)
@@ -90,9 +91,9 @@ def merge_views(logits: np.ndarray, merge: str = "logits") -> np.ndarray:
     float64 ``[num_classes]``, summing to 1.
   """
   if merge == "softmax":
-    return _softmax(logits).mean(0)
+    return softmax(logits).mean(0)
   if merge == "logits":
-    return _softmax(np.asarray(logits, np.float64).mean(0))
+    return softmax(np.asarray(logits, np.float64).mean(0))
   raise ValueError(f"merge_views: merge {merge!r}; use one of {MERGES}.")
 
 
@@ -120,7 +121,7 @@ class EvalAccumulator:
     self.tally.add(index, valid)
     scores = np.asarray(logits, np.float64)
     if self.merge == "softmax":  # the mean of the views' probabilities
-      scores = _softmax(scores)
+      scores = softmax(scores)
     for row, lab, idx, ok in zip(scores, label, index, valid):
       if not ok:
         continue
